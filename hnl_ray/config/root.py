@@ -1,0 +1,31 @@
+"""The root config: one YAML file describes a whole run."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from .base import Section
+from .data import DataSource, FilterConfig, SplitConfig, SyntheticSource
+
+
+class RayConfig(Section):
+    address: str | None = Field(
+        None, description="Ray cluster to join. Null: `RAY_ADDRESS` when set, otherwise a local Ray is started."
+    )
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray (null = all).")
+    object_store_memory: int | None = Field(None, ge=78_643_200, description="Bytes of a local Ray's object store.")
+
+
+class Config(Section):
+    name: str = Field("demo", description="Run name; used in the default run directory.")
+    run_dir: str = Field("runs/{name}", description="Where artifacts go: a local path or a pyarrow filesystem URI "
+                                                    "(s3://, gs://). `{name}` is replaced by `name`.")
+    seed: int = Field(2025, description="Global seed (splits, samplers, generation).")
+    ray: RayConfig = Field(default_factory=RayConfig, description="How to reach Ray.")
+    data: DataSource = Field(default_factory=SyntheticSource, description="Source dataset; `format` picks the "
+                                                                          "reader.")
+    filters: FilterConfig = Field(default_factory=FilterConfig, description="Filters applied before splitting.")
+    split: SplitConfig = Field(default_factory=SplitConfig, description="How interactions are split.")
+
+    def resolved_run_dir(self) -> str:
+        return self.run_dir.replace("{name}", self.name)

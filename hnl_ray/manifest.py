@@ -1,0 +1,76 @@
+"""Stage manifests: what a stage was run with and what it wrote, so an identical re-run is skipped.
+
+A stage's *fingerprint* hashes its config section and the fingerprints of the stages it read; a stage is fresh
+when its manifest carries the same fingerprint and every output it lists still exists.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from . import __version__
+from .storage import RunDir
+
+MANIFEST = "manifest.json"
+
+
+def digest(obj: Any) -> str:
+    """Stable short hash of any JSON-able object (keys sorted)."""
+    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def fingerprint(config_part: Any, inputs: dict[str, str] | None = None) -> str:
+    return digest({"config": config_part, "inputs": inputs or {}})
+
+
+def load(run: RunDir, stage_dir: str) -> dict | None:
+    rel = f"{stage_dir}/{MANIFEST}"
+    if not run.exists(rel):
+        return None
+    try:
+        return run.read_json(rel)
+    except (ValueError, OSError):
+        return None  # a damaged manifest means "not done"
+
+
+def is_fresh(run: RunDir, stage_dir: str, fp: str) -> bool:
+    m = load(run, stage_dir)
+    if m is None or m.get("fingerprint") != fp:
+        return False
+    return all(run.exists(stage_dir, out) for out in m.get("outputs", []))
+
+
+def write(run: RunDir, stage_dir: str, *, stage: str, fp: str, config_part: Any, inputs: dict[str, str],
+          outputs: list[str], counts: dict[str, Any], timings: dict[str, float], extra: dict | None = None) -> dict:
+    m = {
+        "stage": stage,
+        "fingerprint": fp,
+        "config": config_part,
+        "inputs": inputs,
+        "outputs": outputs,
+        "counts": counts,
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "package_version": __version__,
+        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **(extra or {}),
+    }
+    run.write_json(f"{stage_dir}/{MANIFEST}", m)
+    return m
+
+
+class Timings(dict):
+    """Collects named wall-clock timings: `with t("read"): ...`."""
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[name] = self.get(name, 0.0) + time.perf_counter() - t0
