@@ -95,6 +95,47 @@ def prepare(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = 
                        f"{cfg.resolved_run_dir()}/prepared)")
 
 
+def print_runs(results: dict[str, dict], ks: tuple[int, ...] = (20,)) -> None:
+    t = Table(title="CF runs (model chosen on validation; test evaluated once)")
+    for col in ("run", "model", "sampler", "best epoch"):
+        t.add_column(col)
+    for k in ks:
+        for split in ("valid", "test"):
+            t.add_column(f"{split} R@{k}", justify="right")
+            t.add_column(f"{split} N@{k}", justify="right")
+    t.add_column("s/epoch", justify="right")
+    for name, r in results.items():
+        row = [name, r["model"], r["sampler"], str(r["best_epoch"])]
+        for k in ks:
+            for split in ("valid", "test"):
+                row += [f"{r[split][f'recall@{k}']:.4f}", f"{r[split][f'ndcg@{k}']:.4f}"]
+        spe = r.get("seconds_per_epoch_median")
+        row.append(f"{spe:.2f}" if spe is not None else "-")
+        t.add_row(*row)
+    out.print(t)
+
+
+RunOpt = Annotated[Optional[list[str]], typer.Option(
+    "--run", help="Only this named run of train.runs (repeatable).", show_default=False)]
+
+
+@app.command()
+def train(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, run: RunOpt = None,
+          force: ForceOpt = False, verbose: VerboseOpt = False) -> None:
+    """Train the configured CF runs (train.runs) on <run-dir>/prepared into <run-dir>/cf/<run>/."""
+    _setup_logging(verbose)
+    cfg = _load(config, set_, run_dir)
+    from .cf.stage import train as run_train
+    from .cf.trainer import TrainingError
+
+    try:
+        results = run_train(cfg, names=run, force=force)
+    except (TrainingError, ValueError, FileNotFoundError) as exc:
+        _fail("train", exc, config)
+        return
+    print_runs(results)
+
+
 @app.command("show-config")
 def show_config(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None) -> None:
     """Print the fully resolved config (defaults < file < --set) as YAML."""
@@ -120,6 +161,9 @@ def demo(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = Non
         _fail("prepare", exc, config)
         return
     print_stats(stats, f"demo data ({cfg.resolved_run_dir()}/prepared)")
+    from .cf.stage import train as run_train
+
+    print_runs(run_train(cfg, force=False))
     out.print(f"\nArtifacts under [bold]{cfg.resolved_run_dir()}[/]. Next: the paper's configs in configs/ "
               "(toys.yaml, yelp.yaml, ...), e.g. `hnl-ray prepare --config configs/amazon-toys-p5.yaml`.")
 

@@ -39,7 +39,7 @@ def parse_set(expr: str) -> tuple[list[str], Any]:
     return parts, value
 
 
-def _deep_merge(base: dict, over: dict) -> dict:
+def deep_merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
@@ -47,7 +47,7 @@ def _deep_merge(base: dict, over: dict) -> dict:
             if "format" in v and v.get("format") != out[k].get("format"):
                 out[k] = copy.deepcopy(v)
             else:
-                out[k] = _deep_merge(out[k], v)
+                out[k] = deep_merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
     return out
@@ -72,8 +72,8 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         return raw
     merged: dict = {}
     for parent in [parents] if isinstance(parents, str) else list(parents):
-        merged = _deep_merge(merged, _read_yaml(path.parent / parent, seen + (path,)))
-    return _deep_merge(merged, raw)
+        merged = deep_merge(merged, _read_yaml(path.parent / parent, seen + (path,)))
+    return deep_merge(merged, raw)
 
 
 def load_config(path: str | Path | None = None, sets: list[str] | None = None, run_dir: str | None = None,
@@ -82,7 +82,7 @@ def load_config(path: str | Path | None = None, sets: list[str] | None = None, r
     raw: dict = copy.deepcopy(base) if base else {}
     origin = "defaults"
     if path is not None:
-        raw = _deep_merge(raw, _read_yaml(Path(path)))
+        raw = deep_merge(raw, _read_yaml(Path(path)))
         origin = str(path)
     if "data" not in raw:  # the default source, so that `--set data.n_users=...` layers onto it
         raw["data"] = {"format": "synthetic"}

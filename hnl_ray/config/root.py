@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from .base import Section
+from .cf import TrainConfig
 from .data import DataSource, FilterConfig, SplitConfig, SyntheticSource
 
 
@@ -26,6 +27,7 @@ class Config(Section):
                                                                           "reader.")
     filters: FilterConfig = Field(default_factory=FilterConfig, description="Filters applied before splitting.")
     split: SplitConfig = Field(default_factory=SplitConfig, description="How interactions are split.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Collaborative-filtering training.")
 
     def resolved_run_dir(self) -> str:
         return self.run_dir.replace("{name}", self.name)

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..arrays import unique, unique_inverse
 from .. import manifest
 from ..config import Config
 from ..storage import RunDir
@@ -145,8 +146,8 @@ def _process(cfg: Config, src: SourceData, pre: RatingDatePrefilter, errors: Lin
     keep_rows = label >= 0
     if not keep_rows.all():
         inter, u, i, label = inter.filter(pa.array(keep_rows)), u[keep_rows], i[keep_rows], label[keep_rows]
-    uu, u_new = np.unique(u, return_inverse=True)
-    iu, i_new = np.unique(i, return_inverse=True)
+    uu, u_new = unique_inverse(u)
+    iu, i_new = unique_inverse(i)
     user_raw = user_dict.take(pa.array(uu))
     item_raw = item_dict.take(pa.array(iu))
     uorder = np.argsort(np.array(user_raw.to_pylist(), dtype=object), kind="stable")
@@ -182,7 +183,7 @@ def _process(cfg: Config, src: SourceData, pre: RatingDatePrefilter, errors: Lin
         "malformed_lines_skipped": errors.total,
         "malformed_lines_by_file": errors.skipped,
         "malformed_examples": errors.examples,
-        "repeat_interactions": int(len(u) - len(np.unique(u.astype(np.int64) * (int(i.max()) + 1) + i)))
+        "repeat_interactions": int(len(u) - len(unique(u.astype(np.int64) * (int(i.max()) + 1) + i)))
         if len(u) else 0,
         "items_not_in_train": int((~train_items).sum()),
         **item_counts,
@@ -215,8 +216,8 @@ def _given(cfg: Config, src: SourceData, inter: pa.Table, u: np.ndarray, i: np.n
         n_cold = int(cold.sum())
         if not n_cold:
             continue
-        n_cu = len(np.unique(u[cold & ~train_u[u]]))
-        n_ci = len(np.unique(i[cold & ~train_i[i]]))
+        n_cu = len(unique(u[cold & ~train_u[u]]))
+        n_ci = len(unique(i[cold & ~train_i[i]]))
         where = src.split_files.get(name, f"the {name} split")
         if cfg.split.cold_start == "error":
             ex = inter["item_id"][int(np.nonzero(cold)[0][0])].as_py()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..arrays import first_index
+
 TRAIN, VALID, TEST = 0, 1, 2
 NAMES = ("train", "valid", "test")
 
@@ -77,6 +79,6 @@ def carve_valid(u: np.ndarray, i: np.ndarray, label: np.ndarray, valid_ratio: fl
     in_train[i[out == TRAIN]] = True
     back = move[~in_train[i[move]]]
     # Rows of the same item may all have moved: return one per item (the first), which makes the item warm.
-    _, first = np.unique(i[back], return_index=True)
+    first = first_index(i[back])
     out[back[first]] = TRAIN
     return out, int(len(first))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..arrays import unique
+
 
 def gini(counts: np.ndarray) -> float:
     """Gini coefficient of non-negative counts (0 = all items equally popular, -> 1 = one item has everything)."""
@@ -35,6 +37,6 @@ def dataset_stats(u: np.ndarray, i: np.ndarray, label: np.ndarray, n_users: int,
         "interactions_per_user": quantiles(np.bincount(u, minlength=n_users)),
         "interactions_per_item": quantiles(np.bincount(i, minlength=n_items)),
         "item_popularity_gini": round(gini(np.bincount(i, minlength=n_items)), 4),
-        "users_with_valid": int(len(np.unique(u[label == 1]))),
-        "users_with_test": int(len(np.unique(u[label == 2]))),
+        "users_with_valid": int(len(unique(u[label == 1]))),
+        "users_with_test": int(len(unique(u[label == 2]))),
     }

@@ -1,0 +1,125 @@
+"""CF models behind one interface: `forward()` returns final user and item embeddings and, for graph models,
+the per-layer embeddings (MixGCF mixes them); `ego()` gives the layer-0 embeddings that L2 regularises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config.cf import ModelConfig
+from .graph import normalized_adjacency, propagate, to_torch_csr
+
+
+@dataclass
+class Embeddings:
+    users: torch.Tensor  # (n_users, d) final
+    items: torch.Tensor  # (n_items, d) final
+    user_layers: list[torch.Tensor] | None = None  # per layer, layer 0 = ego
+    item_layers: list[torch.Tensor] | None = None
+
+
+
+class CFModel(nn.Module):
+    pools_layers = False  # True: final = mean over layers (so a mixed per-layer negative pools the same way)
+
+    def __init__(self, n_users: int, n_items: int, cfg: ModelConfig):
+        super().__init__()
+        self.n_users, self.n_items, self.cfg = n_users, n_items, cfg
+        self.user_emb = nn.Embedding(n_users, cfg.dim)
+        self.item_emb = nn.Embedding(n_items, cfg.dim)
+        for emb in (self.user_emb, self.item_emb):
+            if cfg.init == "xavier":
+                nn.init.xavier_uniform_(emb.weight)
+            else:
+                nn.init.normal_(emb.weight, std=cfg.init_std)
+
+    def ego(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.user_emb.weight, self.item_emb.weight
+
+    def pool(self, layers: torch.Tensor) -> torch.Tensor:
+        """Final embedding from per-layer ones stacked on dim -2 (..., L+1, d); the same rule as forward()."""
+        return layers.mean(-2)
+
+    def forward(self) -> Embeddings:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def out_dim(self) -> int:
+        return self.cfg.dim
+
+
+class MF(CFModel):
+    """BPR-MF: the embeddings are the representation."""
+
+    def forward(self) -> Embeddings:
+        u, i = self.ego()
+        return Embeddings(u, i, [u], [i])
+
+
+class _GraphModel(CFModel):
+    def __init__(self, n_users: int, n_items: int, cfg: ModelConfig, train_users, train_items,
+                 self_loops: bool = False):
+        super().__init__(n_users, n_items, cfg)
+        adj = normalized_adjacency(train_users, train_items, n_users, n_items, self_loops=self_loops)
+        self.register_buffer("adj", to_torch_csr(adj), persistent=False)
+
+
+class LightGCN(_GraphModel):
+    """He et al. 2020: E^{k+1} = A E^k, final = mean(E^0..E^K)."""
+
+    pools_layers = True
+
+    def forward(self) -> Embeddings:
+        x = torch.cat(self.ego(), 0)
+        layers = [x]
+        for _ in range(self.cfg.layers):
+            x = propagate(self.adj, x)
+            layers.append(x)
+        users = [t[: self.n_users] for t in layers]
+        items = [t[self.n_users:] for t in layers]
+        final = torch.stack(layers, 0).mean(0)
+        return Embeddings(final[: self.n_users], final[self.n_users:], users, items)
+
+
+class NGCF(_GraphModel):
+    """Wang et al. 2019: E^{k+1} = LeakyReLU((A+I) E W1 + (A E * E) W2), messages dropped out, layers
+    L2-normalised and concatenated."""
+
+    def __init__(self, n_users, n_items, cfg, train_users, train_items):
+        super().__init__(n_users, n_items, cfg, train_users, train_items)
+        self.w1 = nn.ModuleList(nn.Linear(cfg.dim, cfg.dim) for _ in range(cfg.layers))
+        self.w2 = nn.ModuleList(nn.Linear(cfg.dim, cfg.dim) for _ in range(cfg.layers))
+        for lin in [*self.w1, *self.w2]:
+            nn.init.xavier_uniform_(lin.weight)
+            nn.init.zeros_(lin.bias)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    @property
+    def out_dim(self) -> int:
+        return self.cfg.dim * (self.cfg.layers + 1)
+
+    def pool(self, layers: torch.Tensor) -> torch.Tensor:
+        return layers.flatten(-2)
+
+    def forward(self) -> Embeddings:
+        x = torch.cat(self.ego(), 0)
+        outs = [x]
+        for w1, w2 in zip(self.w1, self.w2):
+            side = propagate(self.adj, x)
+            x = nn.functional.leaky_relu(w1(side + x) + w2(side * x), 0.2)
+            x = self.drop(x)
+            outs.append(nn.functional.normalize(x, dim=1))
+        final = torch.cat(outs, 1)
+        users = [t[: self.n_users] for t in outs]
+        items = [t[self.n_users:] for t in outs]
+        return Embeddings(final[: self.n_users], final[self.n_users:], users, items)
+
+
+def build_model(cfg: ModelConfig, n_users: int, n_items: int, train_users, train_items) -> CFModel:
+    if cfg.name == "mf":
+        return MF(n_users, n_items, cfg)
+    if cfg.name == "lightgcn":
+        return LightGCN(n_users, n_items, cfg, train_users, train_items)
+    return NGCF(n_users, n_items, cfg, train_users, train_items)

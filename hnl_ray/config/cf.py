@@ -1,0 +1,107 @@
+"""Config of collaborative-filtering training (`train:`): model, sampler, loss, optimiser, evaluation, runs."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .base import Section
+
+_METRIC = re.compile(r"^(recall|ndcg|precision|hit)@(\d+)$")
+
+
+class ModelConfig(Section):
+    name: Literal["mf", "lightgcn", "ngcf"] = Field("lightgcn", description="`mf` (BPR-MF), `lightgcn` (mean of K "
+                                                                          "propagations) or `ngcf`.")
+    dim: int = Field(64, ge=1, description="Embedding size.")
+    layers: int = Field(3, ge=0, description="Propagation layers (lightgcn, ngcf; ignored by mf).")
+    init: Literal["xavier", "normal"] = Field("xavier", description="Embedding initialisation.")
+    init_std: float = Field(0.1, gt=0, description="Std of `normal` initialisation.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="NGCF message dropout.")
+
+
+class SamplerConfig(Section):
+    name: Literal["uniform", "popularity", "dns", "mixgcf"] = Field("uniform", description="Negative sampler.")
+    n_negatives: int = Field(1, ge=1, description="Negatives per positive.")
+    candidates: int = Field(32, ge=1, description="Candidates scored per negative (dns, mixgcf: M).")
+    popularity_exponent: float = Field(0.75, description="popularity: P(item) ~ count^exponent.")
+
+
+class LossConfig(Section):
+    name: Literal["bpr", "margin"] = Field("bpr", description="`bpr`: -log sigmoid(s+ - s-); `margin`: "
+                                                              "relu(s- - s+ + margin).")
+    margin: float = Field(0.3, ge=0, description="Margin of the hinge loss (the reference code uses 0.3).")
+    reg: float = Field(1e-4, ge=0, description="L2 weight on the batch's ego (layer-0) embeddings.")
+
+
+class OptimConfig(Section):
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
+    batch_size: int = Field(2048, ge=1, description="Positive pairs per step.")
+    epochs: int = Field(300, ge=1, description="Maximum epochs (early stopping usually ends sooner).")
+
+
+class EvalConfig(Section):
+    ks: list[int] = Field([10, 20], description="Cut-offs K of Recall/NDCG/Precision/HitRate@K.")
+    metric: str = Field("ndcg@20", description="Validation metric for early stopping and model choice.")
+    every: int = Field(1, ge=1, description="Evaluate on validation every N epochs.")
+    patience: int = Field(10, ge=1, description="Stop after this many evaluations without improvement.")
+    batch_users: int = Field(4096, ge=1, description="Users scored per evaluation batch.")
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str) -> str:
+        if not _METRIC.match(v):
+            raise ValueError("must look like recall@20, ndcg@20, precision@10 or hit@10")
+        return v
+
+    @model_validator(mode="after")
+    def _k_listed(self) -> "EvalConfig":
+        k = int(_METRIC.match(self.metric).group(2))  # type: ignore[union-attr]
+        if k not in self.ks:
+            raise ValueError(f"metric {self.metric} needs K={k} in ks {self.ks}")
+        return self
+
+
+class TrainConfig(Section):
+    model: ModelConfig = Field(default_factory=ModelConfig, description="CF model.")
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig, description="Negative sampler.")
+    loss: LossConfig = Field(default_factory=LossConfig, description="Pairwise loss and L2.")
+    optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimiser.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation and early stopping.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto` uses CUDA when available.")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (null = torch's default).")
+    seed: int | None = Field(None, description="Seed of this run (null = the run's `seed`).")
+    checkpoint_every: int = Field(1, ge=1, description="Save a resumable checkpoint every N epochs.")
+    runs: dict[str, dict] = Field(
+        default_factory=dict,
+        description="Named runs sharing these settings, each overriding some keys, e.g. "
+                    "`{uniform: {}, dns: {sampler: {name: dns}}}`. Empty: one run named `<model>-<sampler>`.")
+
+    @model_validator(mode="after")
+    def _runs_valid(self) -> "TrainConfig":
+        for name in self.runs:
+            if not re.match(r"^[A-Za-z0-9_.-]+$", name):
+                raise ValueError(f"run name {name!r} may only use letters, digits, '_', '-', '.'")
+            self.resolve(name)
+        return self
+
+    def resolve(self, name: str) -> "TrainConfig":
+        """The settings of one named run: these settings with its overrides applied."""
+        from pydantic import ValidationError
+
+        from .loader import deep_merge
+
+        base = self.model_dump(exclude={"runs"})
+        try:
+            return TrainConfig.model_validate(deep_merge(base, self.runs[name]))
+        except ValidationError as exc:
+            where = "; ".join(f"runs.{name}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ValueError(where) from None
+
+    def run_names(self) -> list[str]:
+        return list(self.runs) or [f"{self.model.name}-{self.sampler.name}"]
+
+    def for_run(self, name: str) -> "TrainConfig":
+        return self.resolve(name) if name in self.runs else self
