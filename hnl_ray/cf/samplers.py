@@ -30,7 +30,7 @@ def draw_excluding(users: np.ndarray, n: int, positives: PositiveSet, n_items: i
     """(len(users), n) items drawn by `draw` (default uniform), redrawn while they are training positives."""
     draw = draw or (lambda k: rng.integers(0, n_items, size=k))
     out = draw(len(users) * n).reshape(len(users), n)
-    flat_users = np.repeat(users, n)
+    flat_users = users if n == 1 else np.repeat(users, n)
     bad = np.flatnonzero(positives.contains(flat_users, out.ravel()))
     for _ in range(max_rounds):
         if not len(bad):
@@ -47,7 +47,8 @@ def draw_excluding(users: np.ndarray, n: int, positives: PositiveSet, n_items: i
 
 
 class Sampler:
-    needs_model = False
+    needs_model = False  # scores candidates with the current model
+    needs_layers = False  # needs per-layer embeddings with gradients
 
     def __init__(self, cfg: SamplerConfig, data: CFData, rng: np.random.Generator):
         self.cfg, self.data, self.rng = cfg, data, rng
@@ -88,16 +89,28 @@ def hardest(user_vec: torch.Tensor, cand_vec: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bd,bnmd->bnm", user_vec, cand_vec).argmax(-1)
 
 
+def hop_pick(user_l: torch.Tensor, pos_l: torch.Tensor, cand_l: torch.Tensor, alpha: torch.Tensor
+             ) -> torch.Tensor:
+    """MixGCF's choice, without gradients. user_l, pos_l: (B, L, d) per-layer embeddings; cand_l: (B, n, M, L, d);
+    alpha: (B, n, 1, L, 1) in [0, 1]. The score of a mixed candidate alpha*p + (1-alpha)*c is linear, so it is
+    computed from <u, p> and <u, c> without building the mixed tensor. Returns the best candidate per layer,
+    (B, n, L)."""
+    with torch.no_grad():
+        a = alpha[..., 0]  # (B, n, 1, L)
+        s_pos = (user_l * pos_l).sum(-1)[:, None, None, :]  # (B, 1, 1, L)
+        s_cand = torch.einsum("bld,bnmld->bnml", user_l, cand_l)
+        return (a * s_pos + (1 - a) * s_cand).argmax(2)
+
+
 def mix_hops(user_l: torch.Tensor, pos_l: torch.Tensor, cand_l: torch.Tensor, alpha: torch.Tensor
              ) -> torch.Tensor:
-    """MixGCF's synthesis. user_l, pos_l: (B, L, d) per-layer embeddings; cand_l: (B, n, M, L, d); alpha:
-    (B, n, 1, L, 1) in [0, 1]. Positive mixing: alpha * pos + (1 - alpha) * cand per layer; hop mixing: per
-    layer, the mixed candidate the user's layer embedding scores highest. Returns (B, n, L, d)."""
-    mixed = alpha * pos_l[:, None, None] + (1 - alpha) * cand_l
-    scores = (user_l[:, None, None].detach() * mixed.detach()).sum(-1)  # (B, n, M, L)
-    pick = scores.argmax(2)  # (B, n, L)
-    idx = pick[:, :, None, :, None].expand(-1, -1, 1, -1, mixed.shape[-1])
-    return mixed.gather(2, idx).squeeze(2)
+    """MixGCF's synthesis: positive mixing (alpha * pos + (1 - alpha) * cand, per layer) and hop mixing (per
+    layer, the mixed candidate the user's layer embedding scores highest). Returns (B, n, L, d)."""
+    pick = hop_pick(user_l, pos_l, cand_l, alpha)
+    idx = pick[:, :, None, :, None].expand(-1, -1, 1, -1, cand_l.shape[-1])
+    chosen = cand_l.gather(2, idx).squeeze(2)  # (B, n, L, d)
+    a = alpha[:, :, 0]
+    return a * pos_l[:, None] + (1 - a) * chosen
 
 
 class DNSSampler(Sampler):
@@ -121,6 +134,7 @@ class MixGCFSampler(Sampler):
     mixed from."""
 
     needs_model = True
+    needs_layers = True
 
     def sample(self, users, pos, emb=None, model=None) -> Negatives:
         assert emb is not None and emb.user_layers is not None and model is not None
@@ -129,10 +143,21 @@ class MixGCFSampler(Sampler):
         u_idx, p_idx = torch.from_numpy(users), torch.from_numpy(pos)
         user_l = torch.stack([t[u_idx] for t in emb.user_layers], 1)  # (B, L, d)
         pos_l = torch.stack([t[p_idx] for t in emb.item_layers], 1)  # (B, L, d)
-        cand_l = torch.stack([t[cand] for t in emb.item_layers], 3)  # (B, n, M, L, d)
-        alpha = torch.rand(b, self.n, 1, user_l.shape[1], 1, generator=_torch_gen(self.rng))
-        chosen = mix_hops(user_l, pos_l, cand_l, alpha.to(user_l.device))
-        return Negatives(items=None, emb=model.pool(chosen), ego=chosen[:, :, 0])
+        n_layers = user_l.shape[1]
+        alpha = torch.rand(b, self.n, 1, n_layers, 1, generator=_torch_gen(self.rng)).to(user_l.device)
+        with torch.no_grad():  # score all candidates without gradients, layer by layer ...
+            m_all = self.n * m
+            s_cand = torch.stack([torch.bmm(t.detach()[cand].view(b, m_all, -1), user_l[:, k, :, None].detach())
+                                  .view(b, self.n, m) for k, t in enumerate(emb.item_layers)], -1)  # (B,n,M,L)
+            a = alpha[..., 0]
+            s_pos = (user_l * pos_l).sum(-1).detach()[:, None, None, :]
+            pick = (a * s_pos + (1 - a) * s_cand).argmax(2).cpu()  # (B, n, L): hop_pick, layer-wise
+        # ... then gather only the chosen candidate of each layer, with gradients.
+        ids = cand.gather(2, pick)  # (B, n, L) item ids
+        chosen = torch.stack([t[ids[..., k]] for k, t in enumerate(emb.item_layers)], 2)  # (B, n, L, d)
+        a = alpha[:, :, 0]
+        mixed = a * pos_l[:, None] + (1 - a) * chosen
+        return Negatives(items=None, emb=model.pool(mixed), ego=mixed[:, :, 0])
 
 
 def _torch_gen(rng: np.random.Generator) -> torch.Generator:
@@ -156,7 +181,7 @@ class MixingSampler(Sampler):
     def __init__(self, base: Sampler, provider: EmbeddingProvider, alpha: float):
         super().__init__(base.cfg, base.data, base.rng)
         self.base, self.provider, self.alpha = base, provider, alpha
-        self.needs_model = True
+        self.needs_model, self.needs_layers = True, base.needs_layers
 
     def set_alpha(self, alpha: float) -> None:
         self.alpha = alpha

@@ -52,6 +52,15 @@ class StepContext:
 ExtraLoss = Callable[[StepContext], tuple[str, torch.Tensor]]
 
 
+def _adam(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """Adam; the fused kernel when available (one pass over the parameters: ~3x faster per step on CPU for
+    embedding tables, where the update, not the model, dominates MF's step)."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise TrainingError("train.device: cuda was asked for, but torch sees no CUDA device")
@@ -77,7 +86,7 @@ class Trainer:
         # One module holding everything trained (CF model + e.g. a semantic adapter): optimised, checkpointed
         # and restored together.
         self.net = torch.nn.ModuleDict({"model": self.model, "extra": self.extra_modules})
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.optim.lr)
+        self.opt = _adam(list(self.net.parameters()), cfg.optim.lr)
         sampler = build_sampler(cfg.sampler, data, self.rng)
         self.sampler = sampler_factory(sampler) if sampler_factory else sampler
         self.extra_losses = list(extra_losses or [])
@@ -92,26 +101,34 @@ class Trainer:
         self._ti = data.train[1]
 
     # ------------------------------------------------------------------ one step
-    def _step(self, users: np.ndarray, pos: np.ndarray, epoch: int, batch: int) -> dict[str, float]:
-        s = self.sampler
-        negs = None if s.needs_model else s.sample(users, pos)
-        emb = self.model()
+    def _step(self, users: np.ndarray, pos: np.ndarray, epoch: int, batch: int,
+              negs: Negatives | None = None) -> dict[str, float]:
+        emb = self.model(layers=self.sampler.needs_layers)
         if negs is None:
-            negs = s.sample(users, pos, emb, self.model)
+            negs = self.sampler.sample(users, pos, emb, self.model)
+        b = len(users)
         u_t = torch.from_numpy(users).to(self.device)
         p_t = torch.from_numpy(pos).to(self.device)
-        u = emb.users[u_t]
-        p = emb.items[p_t]
+        # One gather per table (each index op's backward fills a whole table-sized gradient).
         if negs.emb is not None:
+            u, p = emb.gather(u_t, p_t)
             n = negs.emb.to(self.device)
+            item_ids = p_t
         else:
-            n = emb.items[negs.items.to(self.device)]
+            item_ids = torch.cat([p_t, negs.items.to(self.device).reshape(-1)])
+            u, rows = emb.gather(u_t, item_ids)
+            p, n = rows[:b], rows[b:].view(b, -1, rows.shape[-1])
         s_pos = (u * p).sum(-1)
         s_neg = torch.einsum("bd,bnd->bn", u, n)
         main = losses.pairwise(self.cfg.loss.name, s_pos, s_neg, self.cfg.loss.margin)
-        ego_u, ego_i = self.model.ego()
-        neg_ego = negs.ego.to(self.device) if negs.ego is not None else ego_i[negs.items.to(self.device)]
-        reg = self.cfg.loss.reg * losses.l2(ego_u[u_t], ego_i[p_t], neg_ego, batch_size=len(users))
+        if self.model.final_is_ego:  # MF: the gathered rows are the ego embeddings
+            ego_rows = [u, p, n if negs.emb is None else negs.ego.to(self.device)]
+        else:
+            ego_u, ego_i = self.model.ego()
+            ego_rows = [ego_u[u_t], ego_i[item_ids]]
+            if negs.emb is not None:
+                ego_rows.append(negs.ego.to(self.device))
+        reg = self.cfg.loss.reg * losses.l2(*ego_rows, batch_size=b)
         parts = {"main": main, "reg": reg}
         ctx = StepContext(users, pos, emb, negs, u, p, n, epoch, self.model)
         for hook in self.extra_losses:
@@ -134,9 +151,12 @@ class Trainer:
         n_batches = 0
         self.model.train()
         t0 = time.perf_counter()
+        # Samplers that do not look at the model draw the whole epoch's negatives in one vectorised call.
+        pre = None if self.sampler.needs_model else self.sampler.sample(self._tu[perm], self._ti[perm]).items
         for b, start in enumerate(range(0, len(perm), bs)):
             idx = perm[start: start + bs]
-            parts = self._step(self._tu[idx], self._ti[idx], epoch, b)
+            negs = None if pre is None else Negatives(items=pre[start: start + bs])
+            parts = self._step(self._tu[idx], self._ti[idx], epoch, b, negs)
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v
             n_batches += 1

@@ -47,7 +47,7 @@ class EvalConfig(Section):
     metric: str = Field("ndcg@20", description="Validation metric for early stopping and model choice.")
     every: int = Field(1, ge=1, description="Evaluate on validation every N epochs.")
     patience: int = Field(10, ge=1, description="Stop after this many evaluations without improvement.")
-    batch_users: int = Field(4096, ge=1, description="Users scored per evaluation batch.")
+    batch_users: int = Field(2048, ge=1, description="Users scored per evaluation batch.")
 
     @field_validator("metric")
     @classmethod

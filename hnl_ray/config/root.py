@@ -6,6 +6,7 @@ from pydantic import Field
 
 from .base import Section
 from .cf import TrainConfig
+from .llm import EmbedConfig, LLMConfig, NegativesConfig, ProfilesConfig
 from .data import DataSource, FilterConfig, SplitConfig, SyntheticSource
 
 
@@ -28,6 +29,11 @@ class Config(Section):
     filters: FilterConfig = Field(default_factory=FilterConfig, description="Filters applied before splitting.")
     split: SplitConfig = Field(default_factory=SplitConfig, description="How interactions are split.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Collaborative-filtering training.")
+    llm: LLMConfig = Field(default_factory=LLMConfig, description="The LLM engine of the generation stages.")
+    profiles: ProfilesConfig = Field(default_factory=ProfilesConfig, description="Item and user profiles.")
+    negatives: NegativesConfig = Field(default_factory=NegativesConfig, description="Semantic hard negatives "
+                                                                                     "(method 1).")
+    embed: EmbedConfig = Field(default_factory=EmbedConfig, description="Sentence embeddings and grounding.")
 
     def resolved_run_dir(self) -> str:
         return self.run_dir.replace("{name}", self.name)

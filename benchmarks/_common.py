@@ -1,0 +1,68 @@
+"""Shared helpers: preparing the shared datasets once, timing with medians, printing and saving results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "benchmarks" / ".work"  # prepared data and runs (git-ignored)
+RESULTS = ROOT / "benchmarks" / "results"
+SHARED = ROOT.parent / "shared" / "data"
+
+console = Console(width=130)
+
+
+def machine() -> dict:
+    import torch
+
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def prepared(config: str, name: str):
+    """Prepare a shared dataset (skipped when already prepared) and return (Config, RunDir)."""
+    from hnl_ray.config import load_config
+    from hnl_ray.data.prepare import prepare
+    from hnl_ray.storage import RunDir
+
+    if not SHARED.exists():
+        raise SystemExit(f"{SHARED} not found: the benchmarks read the shared datasets in place")
+    cfg = load_config(ROOT / "configs" / config, run_dir=str(WORK / name))
+    prepare(cfg)
+    return cfg, RunDir(str(WORK / name))
+
+
+def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> tuple[float, list[float]]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times
+
+
+def report(name: str, title: str, columns: list[str], rows: list[list], payload: dict) -> None:
+    t = Table(title=title)
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*[str(x) for x in r])
+    console.print(t)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{name}.json"
+    payload = {"benchmark": name, "machine": machine(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+               **payload}
+    out.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    console.print(f"wrote {out.relative_to(ROOT)}")

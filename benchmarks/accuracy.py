@@ -1,0 +1,196 @@
+"""Accuracy of the CF engine on the shared data, model chosen on validation, test evaluated once.
+
+Parts (run all, or some with --part; each part's result is merged into benchmarks/results/accuracy.json):
+
+* `mf-yelp`: MF-BPR on Yelp2018 (LightGCN split, validation carved from train) against the NGCF paper's MF
+  figures (Recall@20 0.0433, NDCG@20 0.0354).
+* `lightgcn-toys`: LightGCN on amazon-toys-p5 (per-user 8:1:1) with RecBole's settings (d 64, 3 layers, lr 1e-3,
+  batch 2048, reg 1e-4, one uniform negative, full ranking, early stopping on valid NDCG@20, patience 10,
+  evaluation every epoch).
+* `recbole`: RecBole 1.2.1's LightGCN on the *same split* (exported as RecBole benchmark files) with the same
+  settings, installed into its own virtual environment (benchmarks/.work/recbole-venv), wall time included.
+* `samplers-toys`: uniform, DNS and MixGCF negatives for LightGCN on amazon-toys-p5, 3 seeds each.
+
+    python -m benchmarks.accuracy [--part mf-yelp --part lightgcn-toys --part recbole --part samplers-toys]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from hnl_ray.cf.stage import train_one
+from hnl_ray.config import load_config
+
+from ._common import RESULTS, ROOT, WORK, console, prepared, report
+
+PARTS = ("mf-yelp", "lightgcn-toys", "recbole", "samplers-toys")
+
+# RecBole's LightGCN settings, expressed in hnl-ray's config (the peer figure in ../shared/data/README.md).
+TOYS_LIGHTGCN = ["train.model.name=lightgcn", "train.model.dim=64", "train.model.layers=3", "train.optim.lr=0.001",
+                 "train.optim.batch_size=2048", "train.loss.reg=0.0001", "train.sampler.name=uniform",
+                 "train.eval.metric=ndcg@20", "train.eval.patience=10", "train.eval.every=1",
+                 "train.optim.epochs=500"]
+MF_YELP = ["train.model.name=mf", "train.model.dim=64", "train.optim.lr=0.005", "train.optim.batch_size=2048",
+           "train.loss.reg=0.0001", "train.eval.every=5", "train.eval.patience=4", "train.optim.epochs=400"]
+SAMPLERS = {"uniform": [], "dns": ["train.sampler.name=dns", "train.sampler.candidates=32"],
+            "mixgcf": ["train.sampler.name=mixgcf", "train.sampler.candidates=32"]}
+SAMPLER_COMMON = ["train.model.name=lightgcn", "train.optim.lr=0.005", "train.optim.batch_size=2048",
+                  "train.eval.every=2", "train.eval.patience=5", "train.optim.epochs=300"]
+SEEDS = (1, 2, 3)
+
+
+def _run(config: str, data_name: str, run_name: str, sets: list[str]) -> dict:
+    _, run = prepared(config, data_name)
+    cfg = load_config(ROOT / "configs" / config, sets=[*sets, "train.runs={}"], run_dir=run.path())
+    t0 = time.perf_counter()
+    res = train_one(cfg, run, run_name, force=True, progress=True)
+    res["wall_s"] = time.perf_counter() - t0  # data loading, graph, training, evaluation: like run_recbole's
+    return res
+
+
+def mf_yelp() -> dict:
+    res = _run("yelp2018-lightgcn.yaml", "yelp2018", "bench-mf", MF_YELP)
+    return {"settings": MF_YELP, "result": _brief(res), "target": {"recall@20": 0.0433, "ndcg@20": 0.0354}}
+
+
+def lightgcn_toys() -> dict:
+    res = _run("amazon-toys-p5.yaml", "amazon-toys-p5", "bench-lightgcn", TOYS_LIGHTGCN)
+    return {"settings": TOYS_LIGHTGCN, "result": _brief(res)}
+
+
+def samplers_toys() -> dict:
+    out: dict = {"settings": SAMPLER_COMMON, "seeds": list(SEEDS), "runs": {}}
+    for name, extra in SAMPLERS.items():
+        for seed in SEEDS:
+            res = _run("amazon-toys-p5.yaml", "amazon-toys-p5", f"bench-{name}-s{seed}",
+                       [*SAMPLER_COMMON, *extra, f"train.seed={seed}"])
+            out["runs"].setdefault(name, []).append(_brief(res))
+    out["mean"] = {name: {m: statistics.mean(r["test"][m] for r in runs) for m in ("recall@20", "ndcg@20")}
+                   for name, runs in out["runs"].items()}
+    return out
+
+
+def _brief(res: dict) -> dict:
+    return {k: res[k] for k in ("best_epoch", "epochs_run", "valid", "test", "seconds_per_epoch_median",
+                                "eval_seconds_median", "wall_s") if k in res}
+
+
+# ------------------------------------------------------------------------------------------------ RecBole
+
+RECBOLE_VENV = WORK / "recbole-venv"
+RECBOLE_PINS = ["recbole==1.2.1", "numpy==1.26.4", "pandas==2.1.4", "scipy==1.11.4", "torch==2.13.0"]
+RECBOLE_DRIVER = r"""
+import json, sys, time
+import torch
+_load = torch.load
+torch.load = lambda *a, **k: _load(*a, **{**k, "weights_only": False})  # RecBole 1.2 predates torch's default
+from recbole.quick_start import run_recbole
+t0 = time.perf_counter()
+res = run_recbole(model="LightGCN", dataset="toys", config_file_list=[sys.argv[1]])
+res["wall_s"] = time.perf_counter() - t0
+print("RESULT " + json.dumps(res, default=float))
+"""
+
+
+def _recbole_python() -> str:
+    py = RECBOLE_VENV / "bin" / "python"
+    if not py.exists():
+        console.print("creating RecBole's virtual environment (one time)")
+        subprocess.run([sys.executable, "-m", "venv", str(RECBOLE_VENV)], check=True)
+        subprocess.run([str(RECBOLE_VENV / "bin" / "pip"), "install", "-q", *RECBOLE_PINS], check=True)
+    return str(py)
+
+
+def export_split(run, folder) -> None:
+    """Our prepared split as RecBole benchmark files (toys.train.inter / .valid.inter / .test.inter)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "valid", "test"):
+        t = run.read_parquet(f"prepared/{split}.parquet", columns=["user_idx", "item_idx"])
+        lines = ["user_id:token\titem_id:token"] + [f"u{u}\ti{i}" for u, i in zip(
+            t["user_idx"].to_pylist(), t["item_idx"].to_pylist())]
+        (folder / f"toys.{split}.inter").write_text("\n".join(lines) + "\n")
+
+
+def recbole() -> dict:
+    cfg, run = prepared("amazon-toys-p5.yaml", "amazon-toys-p5")
+    data_dir = WORK / "recbole-data"
+    export_split(run, data_dir / "toys")
+    conf = WORK / "recbole-lightgcn.yaml"
+    conf.write_text(json.dumps({
+        "data_path": str(data_dir), "benchmark_filename": ["train", "valid", "test"],
+        "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "load_col": {"inter": ["user_id", "item_id"]},
+        "embedding_size": 64, "n_layers": 3, "reg_weight": 1e-4, "learning_rate": 1e-3, "train_batch_size": 2048,
+        "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1},
+        "eval_args": {"group_by": "user", "order": "RO", "mode": "full"},
+        "metrics": ["Recall", "NDCG"], "topk": [20], "valid_metric": "NDCG@20", "stopping_step": 10,
+        "epochs": 500, "eval_step": 1, "seed": 2025, "reproducibility": True, "show_progress": False,
+        "checkpoint_dir": str(WORK / "recbole-saved"), "log_wandb": False, "gpu_id": "", "use_gpu": False,
+        "worker": 0,
+    }))
+    py = _recbole_python()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    log_path = WORK / "recbole.log"
+    t0 = time.perf_counter()
+    with open(log_path, "w") as log:
+        proc = subprocess.run([py, "-c", RECBOLE_DRIVER, str(conf)], cwd=str(WORK), env=env, stdout=subprocess.PIPE,
+                              stderr=log, text=True)
+    wall = time.perf_counter() - t0
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        raise SystemExit(f"RecBole failed (exit {proc.returncode}); see {log_path}")
+    res = json.loads(line[7:])
+    return {"valid": {k.lower(): v for k, v in res["best_valid_result"].items()},
+            "test": {k.lower(): v for k, v in res["test_result"].items()}, "best_valid_score": res["best_valid_score"],
+            "wall_s": wall, "log": str(log_path.relative_to(ROOT))}
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", action="append", choices=PARTS, help="run only these parts (repeatable)")
+    args = ap.parse_args()
+    path = RESULTS / "accuracy.json"
+    results = json.loads(path.read_text()).get("parts", {}) if path.exists() else {}
+    for part in args.part or PARTS:
+        console.rule(part)
+        results[part] = {"mf-yelp": mf_yelp, "lightgcn-toys": lightgcn_toys, "recbole": recbole,
+                         "samplers-toys": samplers_toys}[part]()
+        results[part]["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        _write(results)
+
+
+def _write(results: dict) -> None:
+    rows = []
+    if "mf-yelp" in results:
+        r = results["mf-yelp"]["result"]
+        rows.append(["MF-BPR, Yelp2018", "hnl-ray", _fmt(r["test"]), r["best_epoch"], f"{r['wall_s'] / 60:.1f} min"])
+        rows.append(["MF-BPR, Yelp2018", "NGCF paper (target)", "0.0433 / 0.0354", "-", "-"])
+    if "lightgcn-toys" in results:
+        r = results["lightgcn-toys"]["result"]
+        rows.append(["LightGCN, toys-p5", "hnl-ray", _fmt(r["test"]), r["best_epoch"],
+                     f"{r['wall_s'] / 60:.1f} min"])
+    if "recbole" in results:
+        r = results["recbole"]
+        rows.append(["LightGCN, toys-p5", "RecBole 1.2.1, same split", _fmt(r["test"]), "-",
+                     f"{r['wall_s'] / 60:.1f} min"])
+    if "samplers-toys" in results:
+        for name, m in results["samplers-toys"]["mean"].items():
+            rows.append([f"LightGCN {name}, toys-p5", "hnl-ray, mean of 3 seeds",
+                         f"{m['recall@20']:.4f} / {m['ndcg@20']:.4f}", "-", "-"])
+    report("accuracy", "CF accuracy (test Recall@20 / NDCG@20, model chosen on validation)",
+           ["model, data", "system", "test R@20 / N@20", "best epoch", "wall"], rows, {"parts": results})
+
+
+def _fmt(m: dict) -> str:
+    return f"{m['recall@20']:.4f} / {m['ndcg@20']:.4f}"
+
+
+if __name__ == "__main__":
+    main()

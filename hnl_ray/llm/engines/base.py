@@ -1,0 +1,45 @@
+"""The engine interface: a Ray Dataset of prompt rows in, the same rows plus the generated text out.
+
+Input columns: `id`, `kind` (the output schema), `system`, `user`, `temperature`, `seed`, plus any key columns
+(they pass through). Output adds: `text` (the raw reply, null on error), `error` (null on success),
+`prompt_tokens`, `gen_tokens`, `truncated` (the prompt was cut to fit).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+OUTPUT_COLUMNS = ("text", "error", "prompt_tokens", "gen_tokens", "truncated")
+
+
+class EngineError(RuntimeError):
+    """An engine cannot run at all (no GPU for vllm, endpoint unreachable, model missing)."""
+
+
+class Engine:
+    name = "base"
+
+    def check(self) -> None:
+        """Fail fast, before any Ray Data work starts."""
+
+    def generate(self, ds: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """What the manifest records about the engine (model, sampling)."""
+        return {"engine": self.name}
+
+
+def build_engine(cfg, kinds: tuple[str, ...] = ()) -> Engine:
+    """The engine the config names (`llm.engine`)."""
+    if cfg.engine == "hf":
+        from .hf import HFEngine
+
+        return HFEngine(cfg)
+    if cfg.engine == "http":
+        from .http import HTTPEngine
+
+        return HTTPEngine(cfg)
+    from .vllm import VLLMEngine
+
+    return VLLMEngine(cfg)

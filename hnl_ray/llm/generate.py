@@ -1,0 +1,170 @@
+"""Resumable, validated generation: prompts -> engine (a Ray Data pipeline) -> parsed answers in Parquet shards.
+
+Every prompt row has a deterministic id. Shards are written atomically as answers stream in; a re-run reads the ids
+already written and generates only the missing ones (an anti-join), so an interrupted run never duplicates an id
+and never redoes finished work. Answers that fail validation are retried (new seed, `retry_temperature`) and are
+only written once final: valid, or failed with the reason and the raw reply. Nothing is invented in their place.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..config.llm import LLMConfig
+from ..storage import RunDir
+from .engines.base import Engine, EngineError
+from .parse import FAILED, validate
+from .schemas import SCHEMAS
+
+log = logging.getLogger(__name__)
+
+
+class GenerationError(RuntimeError):
+    pass
+
+
+def read_shards(run: RunDir, folder: str, columns: list[str] | None = None) -> pa.Table | None:
+    names = run.list(folder, suffix=".parquet")
+    names = [n for n in names if n.startswith("part-")]
+    if not names:
+        return None
+    return pa.concat_tables([run.read_parquet(f"{folder}/{n}", columns=columns) for n in names],
+                            promote_options="default")
+
+
+class ShardWriter:
+    """Buffers answer rows and writes `part-NNNNN.parquet` shards of `shard_rows` atomically."""
+
+    def __init__(self, run: RunDir, folder: str, shard_rows: int):
+        self.run, self.folder, self.shard_rows = run, folder, shard_rows
+        existing = [n for n in run.list(folder, suffix=".parquet") if n.startswith("part-")]
+        self.next = 1 + max((int(n[5:10]) for n in existing), default=-1)
+        self.rows: list[dict] = []
+        self.written = 0
+
+    def add(self, rows: list[dict]) -> None:
+        self.rows.extend(rows)
+        while len(self.rows) >= self.shard_rows:
+            self._write(self.rows[: self.shard_rows])
+            self.rows = self.rows[self.shard_rows:]
+
+    def close(self) -> None:
+        if self.rows:
+            self._write(self.rows)
+            self.rows = []
+
+    def _write(self, rows: list[dict]) -> None:
+        self.run.write_parquet(f"{self.folder}/part-{self.next:05d}.parquet", pa.Table.from_pylist(rows))
+        self.next += 1
+        self.written += len(rows)
+
+
+@dataclass
+class GenerationCounts:
+    requested: int = 0
+    already_done: int = 0
+    generated: int = 0
+    ok: int = 0
+    repaired: int = 0
+    failed: int = 0
+    retried: int = 0
+    truncated_prompts: int = 0
+    engine_errors: int = 0
+    prompt_tokens: int = 0
+    gen_tokens: int = 0
+    seconds: float = 0.0
+    failure_reasons: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["tokens_per_s"] = round(self.gen_tokens / self.seconds, 2) if self.seconds else None
+        return d
+
+
+def run_generation(run: RunDir, folder: str, prompts: pa.Table, engine: Engine, cfg: LLMConfig, seed: int,
+                   key_columns: tuple[str, ...] = ()) -> GenerationCounts:
+    """Generate answers for the prompt rows (id, kind, system, prompt, key columns) whose ids are not yet in
+    `folder`, writing shards there. Returns counts of this call."""
+    import ray
+
+    counts = GenerationCounts(requested=prompts.num_rows)
+    done = read_shards(run, folder, columns=["id"])
+    todo = prompts
+    if done is not None and done.num_rows:
+        todo = prompts.filter(pc.invert(pc.is_in(prompts["id"], value_set=done["id"].combine_chunks())))
+    counts.already_done = prompts.num_rows - todo.num_rows
+    if todo.num_rows == 0:
+        return counts
+    engine.check()
+    writer = ShardWriter(run, folder, cfg.shard_rows)
+    fields = list(SCHEMAS[todo["kind"][0].as_py()].model_fields)
+    t0 = time.perf_counter()
+    for attempt in range(cfg.retries + 1):
+        if todo.num_rows == 0:
+            break
+        temperature = cfg.temperature if attempt == 0 else cfg.retry_temperature
+        batch_in = todo.append_column("temperature", pa.array(np.full(todo.num_rows, temperature, np.float32)))
+        batch_in = batch_in.append_column("seed", pa.array(np.full(todo.num_rows, seed + 7919 * attempt,
+                                                                   np.int64)))
+        ds = engine.generate(ray.data.from_arrow(batch_in))
+        retry: list[dict] = []
+        try:
+            for out in ds.iter_batches(batch_size=cfg.shard_rows, batch_format="pyarrow"):
+                final = []
+                for row in out.to_pylist():
+                    counts.generated += attempt == 0
+                    counts.prompt_tokens += int(row.get("prompt_tokens") or 0) if attempt == 0 else 0
+                    counts.gen_tokens += int(row.get("gen_tokens") or 0)
+                    counts.truncated_prompts += bool(row.get("truncated")) and attempt == 0
+                    if row.get("error"):
+                        counts.engine_errors += 1
+                        parsed_status, value, reason = FAILED, None, f"engine error: {row['error']}"
+                    else:
+                        p = validate(row["kind"], row.get("text") or "")
+                        parsed_status, value, reason = p.status, p.value, p.error
+                    if parsed_status == FAILED and attempt < cfg.retries:
+                        retry.append({k: row[k] for k in todo.column_names})
+                        continue
+                    rec = {k: row[k] for k in ("id", *key_columns)}
+                    rec.update({"status": parsed_status, "attempts": attempt + 1, "error": reason,
+                                "raw": row.get("text") if parsed_status == FAILED else None,
+                                "prompt_tokens": int(row.get("prompt_tokens") or 0),
+                                "gen_tokens": int(row.get("gen_tokens") or 0),
+                                "truncated": bool(row.get("truncated"))})
+                    rec.update({f: (value or {}).get(f) for f in fields})
+                    final.append(rec)
+                    if parsed_status == FAILED:
+                        counts.failed += 1
+                        key = (reason or "").split(":")[0][:60]
+                        counts.failure_reasons[key] = counts.failure_reasons.get(key, 0) + 1
+                    elif parsed_status == "repaired":
+                        counts.repaired += 1
+                    else:
+                        counts.ok += 1
+                writer.add(final)
+        except EngineError:
+            raise
+        except Exception as exc:  # the pipeline itself failed (e.g. an unreachable endpoint after retries)
+            writer.close()  # what finished is kept; the manifest is not written, so the stage is not complete
+            raise GenerationError(f"{engine.name} engine failed while generating {folder}: "
+                                  f"{_root_cause(exc)}") from exc
+        counts.retried += len(retry)
+        todo = pa.Table.from_pylist(retry, schema=todo.schema) if retry else todo.slice(0, 0)
+    writer.close()
+    counts.seconds = time.perf_counter() - t0
+    return counts
+
+
+def _root_cause(exc: BaseException) -> str:
+    msg = str(exc)
+    for marker in ("Reached maximum retries", "RuntimeError:"):
+        if marker in msg:
+            msg = msg[msg.index(marker):]
+            break
+    return msg.strip().splitlines()[0][:500] if msg.strip() else type(exc).__name__

