@@ -222,7 +222,13 @@ def demo(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = Non
         return
     print_stats(stats, f"demo data ({cfg.resolved_run_dir()}/prepared)")
     from .cf.stage import train as run_train
+    from .stages.embed import run_embed
+    from .stages.negatives import run_negatives
+    from .stages.profiles import run_profiles
 
+    for name, fn in (("profiles", run_profiles), ("negatives", run_negatives), ("embed", run_embed)):
+        console.rule(name)
+        out.print_json(json.dumps(fn(cfg), default=str))
     print_runs(run_train(cfg, force=False))
     out.print(f"\nArtifacts under [bold]{cfg.resolved_run_dir()}[/]. Next: the paper's configs in configs/ "
               "(toys.yaml, yelp.yaml, ...), e.g. `hnl-ray prepare --config configs/amazon-toys-p5.yaml`.")

@@ -46,7 +46,7 @@ SCHEMAS: dict[str, type[_Answer]] = {"item_profile": Profile, "user_profile": Pr
                                      "hard_negative": HardNegative}
 
 # Length caps in the decoding schema keep a small model from rambling until max_new_tokens.
-_CAPS = {"summarization": 240, "reasoning": 160, "hard_negative_item": 120}
+_CAPS = {"summarization": 180, "reasoning": 110, "hard_negative_item": 100}
 
 
 def json_schema(kind: str) -> dict:
