@@ -53,7 +53,7 @@ def run_gen(gen: HFGenerator, rows: list[dict], batch: int) -> tuple[float, int,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--prompts", type=int, default=16)
+    ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     args = ap.parse_args()
     rows = demo_prompts(args.prompts).to_pylist()
@@ -71,7 +71,7 @@ def main() -> None:
     cfg = load_config(sets=[f"llm.max_new_tokens={args.max_new_tokens}", f"llm.batch_size={len(rows)}"]).llm
     t0 = time.perf_counter()
     tok_ray = 0
-    for out in build_engine(cfg).generate(ray.data.from_pylist(
+    for out in build_engine(cfg).generate(ray.data.from_items(
             [{**r, "temperature": 0.0, "seed": 0} for r in rows])).iter_batches(batch_format="pyarrow"):
         tok_ray += sum(out["gen_tokens"].to_pylist())
     t_ray = time.perf_counter() - t0

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import time
 from typing import Annotated, Optional
 
 import typer
@@ -126,33 +127,51 @@ def train(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = No
     _setup_logging(verbose)
     cfg = _load(config, set_, run_dir)
     from .cf.stage import train as run_train
-    from .cf.trainer import TrainingError
 
     try:
         results = run_train(cfg, names=run, force=force)
-    except (TrainingError, ValueError, FileNotFoundError) as exc:
+    except stage_errors() as exc:
         _fail("train", exc, config)
         return
     print_runs(results)
 
 
-def _llm_stage(name: str, config, set_, run_dir, force, verbose) -> dict:
-    _setup_logging(verbose)
-    cfg = _load(config, set_, run_dir)
+STAGE_FUNCS = {
+    "profiles": ("hnl_ray.stages.profiles", "run_profiles"),
+    "negatives": ("hnl_ray.stages.negatives", "run_negatives"),
+    "embed": ("hnl_ray.stages.embed", "run_embed"),
+    "teacher": ("hnl_ray.stages.teacher", "run_teacher"),
+    "finetune": ("hnl_ray.stages.finetune", "run_finetune"),
+    "hardneg": ("hnl_ray.stages.hardneg", "run_hardneg"),
+}
+
+
+def stage_errors() -> tuple[type[BaseException], ...]:
+    """Errors a stage raises for bad input or an unusable setup: reported in one line, not as a traceback."""
+    from .cf.semantic import SemanticInputError
+    from .cf.trainer import TrainingError
+    from .data.errors import DataError
+    from .llm.encoder import EncoderError
     from .llm.engines.base import EngineError
     from .llm.generate import GenerationError
     from .llm.models import ModelNotFound
+    from .ray_utils import RayConnectError
     from .stages.common import MissingInput
 
-    if name == "profiles":
-        from .stages.profiles import run_profiles as fn
-    elif name == "negatives":
-        from .stages.negatives import run_negatives as fn
-    else:
-        from .stages.embed import run_embed as fn
+    return (MissingInput, ModelNotFound, EngineError, GenerationError, EncoderError, SemanticInputError,
+            TrainingError, DataError, RayConnectError, FileNotFoundError, ValueError)
+
+
+def _run_stage(name: str, config, set_, run_dir, force, verbose) -> dict:
+    import importlib
+
+    _setup_logging(verbose)
+    cfg = _load(config, set_, run_dir)
+    module, func = STAGE_FUNCS[name]
+    fn = getattr(importlib.import_module(module), func)
     try:
         result = fn(cfg, force=force)
-    except (MissingInput, ModelNotFound, EngineError, GenerationError, FileNotFoundError) as exc:
+    except stage_errors() as exc:
         _fail(name, exc, config)
         return {}
     out.print_json(json.dumps(result, default=str))
@@ -163,21 +182,79 @@ def _llm_stage(name: str, config, set_, run_dir, force, verbose) -> dict:
 def profiles(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, force: ForceOpt = False,
              verbose: VerboseOpt = False) -> None:
     """LLM-written item profiles, then user profiles from training histories, into <run-dir>/profiles/."""
-    _llm_stage("profiles", config, set_, run_dir, force, verbose)
+    _run_stage("profiles", config, set_, run_dir, force, verbose)
 
 
 @app.command()
 def negatives(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, force: ForceOpt = False,
               verbose: VerboseOpt = False) -> None:
     """LLM-written semantic hard negatives (method 1) per training (user, item) pair, into <run-dir>/negatives/."""
-    _llm_stage("negatives", config, set_, run_dir, force, verbose)
+    _run_stage("negatives", config, set_, run_dir, force, verbose)
 
 
 @app.command()
 def embed(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, force: ForceOpt = False,
           verbose: VerboseOpt = False) -> None:
     """Sentence embeddings of the catalog and the negatives, grounded to catalog items, into <run-dir>/embeddings/."""
-    _llm_stage("embed", config, set_, run_dir, force, verbose)
+    _run_stage("embed", config, set_, run_dir, force, verbose)
+
+
+@app.command()
+def teacher(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, force: ForceOpt = False,
+            verbose: VerboseOpt = False) -> None:
+    """HNLMRec supervision: train the CF teacher, mine one hard negative per training pair, into <run-dir>/teacher/."""
+    _run_stage("teacher", config, set_, run_dir, force, verbose)
+
+
+@app.command()
+def finetune(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, force: ForceOpt = False,
+             verbose: VerboseOpt = False) -> None:
+    """HNLMRec: LoRA contrastive fine-tuning of the LLM on Ray Train, into <run-dir>/finetune/."""
+    _run_stage("finetune", config, set_, run_dir, force, verbose)
+
+
+@app.command()
+def hardneg(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, force: ForceOpt = False,
+            verbose: VerboseOpt = False) -> None:
+    """HNLMRec inference: one hard-negative embedding per training pair (float16), into <run-dir>/hardneg/."""
+    _run_stage("hardneg", config, set_, run_dir, force, verbose)
+
+
+@app.command()
+def tune(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
+         verbose: VerboseOpt = False) -> None:
+    """Ray Tune sweep over CF training (the `tune:` section, e.g. configs/tune/demo-alpha.yaml): ASHA on the
+    validation metric; the best configuration's test metrics are evaluated once, after the sweep."""
+    _setup_logging(verbose)
+    cfg = _load(config, set_, run_dir)
+    from .report import write_report
+    from .tune import SweepSpaceError, run_tune
+
+    try:
+        res = run_tune(cfg)
+        write_report(cfg, tune_dir=cfg.tune.name)
+    except (SweepSpaceError, *stage_errors()) as exc:
+        _fail("tune", exc, config)
+        return
+    run = cfg.resolved_run_dir()
+    out.print(f"{res['trials']} trials, {res['stopped_early']} stopped early by ASHA. Best by validation: "
+              f"{res['params']} -> test {', '.join(f'{k} {v:.4f}' for k, v in res['test'].items() if '@20' in k)}")
+    out.print(f"Results: {run}/tune/{cfg.tune.name}/ (results.md, alpha.png, best_config.yaml); report: "
+              f"{run}/report.md")
+
+
+@app.command("check-upload")
+def check_upload_cmd(path: Annotated[str, typer.Argument(help="Working directory to submit.")] = ".",
+                     runtime_env: Annotated[str, typer.Option(help="Runtime env YAML with `excludes`.")] =
+                     "runtime_env.yaml") -> None:
+    """Size of what `ray job submit --working-dir` would upload, and what to exclude when it is too big."""
+    from .upload import check_upload
+
+    try:
+        out.print(check_upload(path, runtime_env))
+    except ValueError as exc:
+        console.print(f"[bold red]{exc}[/]")
+        raise typer.Exit(1) from None
 
 
 @app.command("serve-llm")
@@ -206,32 +283,99 @@ def show_config(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOp
               highlight=False)
 
 
-@app.command()
-def demo(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, force: ForceOpt = False,
-         verbose: VerboseOpt = False) -> None:
-    """Run the demo end to end on the built-in synthetic data (configs/demo.yaml when given)."""
-    _setup_logging(verbose)
-    cfg = _load(config, set_, run_dir)
-    from .data.errors import DataError
-    from .data.prepare import prepare as run_prepare
+RAY_STAGES = {"profiles", "negatives", "embed", "finetune", "hardneg"}
+
+
+def _summary(stage: str, res: dict, seconds: float) -> None:
+    if res.get("skipped") or (isinstance(res.get("items"), dict) and res["items"].get("skipped")
+                              and res.get("users", {}).get("skipped")):
+        console.print(f"[green]✓[/] {stage}: up to date ({seconds:.1f} s)")
+        return
+    keys = ("users", "items", "rows", "pairs", "pairs_with_negative", "steps", "negatives", "report")
+    brief = {k: v for k, v in res.items() if k in keys and not isinstance(v, dict)}
+    console.print(f"[green]✓[/] {stage}: done in {seconds:.1f} s {json.dumps(brief, default=str)[:200]}")
+
+
+def _pipeline(cfg: Config, config: str | None, from_: str | None, only: str | None, force: list[str]) -> dict:
+    from .pipeline import PipelineError, run_pipeline, selected
 
     try:
-        stats = run_prepare(cfg, force=force)
-    except DataError as exc:
-        _fail("prepare", exc, config)
-        return
-    print_stats(stats, f"demo data ({cfg.resolved_run_dir()}/prepared)")
-    from .cf.stage import train as run_train
-    from .stages.embed import run_embed
-    from .stages.negatives import run_negatives
-    from .stages.profiles import run_profiles
+        stages = selected(cfg, from_, only)
+        if RAY_STAGES & set(stages) or cfg.ray.address or os.environ.get("RAY_ADDRESS"):
+            from .ray_utils import init_ray
 
-    for name, fn in (("profiles", run_profiles), ("negatives", run_negatives), ("embed", run_embed)):
-        console.rule(name)
-        out.print_json(json.dumps(fn(cfg), default=str))
-    print_runs(run_train(cfg, force=False))
-    out.print(f"\nArtifacts under [bold]{cfg.resolved_run_dir()}[/]. Next: the paper's configs in configs/ "
-              "(toys.yaml, yelp.yaml, ...), e.g. `hnl-ray prepare --config configs/amazon-toys-p5.yaml`.")
+            init_ray(cfg)
+        return run_pipeline(cfg, from_=from_, only=only, force=tuple(force), config_path=config,
+                            on_stage=_summary)
+    except PipelineError as exc:
+        console.print(f"[bold red]{exc}[/]")
+        raise typer.Exit(1) from None
+    except stage_errors() as exc:
+        console.print(f"[bold red]run failed:[/] {exc}")
+        raise typer.Exit(1) from None
+
+
+FromOpt = Annotated[Optional[str], typer.Option("--from", help="Start at this stage (earlier ones must be done).",
+                                                show_default=False)]
+OnlyOpt = Annotated[Optional[str], typer.Option("--only", help="Run only this stage.", show_default=False)]
+ForceStagesOpt = Annotated[Optional[list[str]], typer.Option(
+    "--force", help="Redo this stage even when up to date (repeatable); stages reading its outputs follow.",
+    show_default=False)]
+
+
+@app.command("run")
+def run_cmd(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, from_: FromOpt = None,
+            only: OnlyOpt = None, force: ForceStagesOpt = None, verbose: VerboseOpt = False) -> None:
+    """Run the stage graph (pipeline.stages): prepare -> profiles -> negatives -> embed -> teacher -> finetune ->
+    hardneg -> train -> report. Finished stages are skipped; a failure says how to resume."""
+    _setup_logging(verbose)
+    cfg = _load(config, set_, run_dir)
+    _pipeline(cfg, config, from_, only, force or [])
+    _final_table(cfg)
+
+
+def _final_table(cfg: Config) -> None:
+    from .report import cf_runs
+    from .storage import RunDir
+
+    run = RunDir(cfg.resolved_run_dir())
+    runs = cf_runs(run, cfg.train.run_names())
+    if runs:
+        print_runs(runs)
+    if run.exists("report.md"):
+        out.print(f"Report: [bold]{run.uri_of('report.md')}[/]")
+
+
+@app.command()
+def report(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
+           verbose: VerboseOpt = False) -> None:
+    """Write <run-dir>/report.md and its plots from the run's artifacts."""
+    _setup_logging(verbose)
+    cfg = _load(config, set_, run_dir)
+    from .report import write_report
+
+    try:
+        path = write_report(cfg)
+    except stage_errors() as exc:
+        _fail("report", exc, config)
+        return
+    out.print(f"Report: [bold]{path}[/]")
+
+
+@app.command()
+def demo(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, force: ForceStagesOpt = None,
+         verbose: VerboseOpt = False) -> None:
+    """The whole pipeline on the built-in synthetic data with the offline models, on CPU (configs/demo.yaml)."""
+    _setup_logging(verbose)
+    cfg = _load(config, set_, run_dir)
+    t0 = time.perf_counter()
+    _pipeline(cfg, config, None, None, force or [])
+    _final_table(cfg)
+    out.print(f"\nDemo finished in {time.perf_counter() - t0:.0f} s. Artifacts: [bold]{cfg.resolved_run_dir()}[/]"
+              " (report.md, cf/<run>/, profiles/, negatives/, hardneg/).\n"
+              "Next: the paper's datasets (configs/toys.yaml, cds.yaml, yelp.yaml, electronics23.yaml), a sweep "
+              "(`hnl-ray tune --config configs/tune/demo-alpha.yaml`), or a GPU cluster (`ray up cluster.yaml`, "
+              "then `ray job submit ... -- python jobs/pipeline.py`; see README).")
 
 
 def main() -> None:  # pragma: no cover - console entry point

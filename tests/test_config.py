@@ -6,7 +6,7 @@ from hnl_ray.config import Config, ConfigError, load_config, parse_set
 from hnl_ray.config.reference import END, START, reference
 
 REPO = Path(__file__).parent.parent
-CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+CONFIGS = sorted((REPO / "configs").glob("**/*.yaml"))
 
 
 def test_defaults_are_the_demo():
@@ -16,7 +16,7 @@ def test_defaults_are_the_demo():
     assert cfg.resolved_run_dir() == "runs/demo"
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
 def test_shipped_configs_validate(path):
     load_config(path)
 

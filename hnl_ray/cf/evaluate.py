@@ -35,6 +35,7 @@ class EvalResult:
     skipped_users: int  # users without items in this split
     masked_truth: int  # ground-truth items dropped because they are already training items of the user
     seconds: float = 0.0
+    truth: np.ndarray | None = None  # (n, 3): user, item, rank in the top-K (-1 when outside), every truth pair
     extra: dict = field(default_factory=dict)
 
 
@@ -68,6 +69,7 @@ class Evaluator:
         kmax = max(self.ks)
         items_t = item_emb.to(self.device).T.contiguous()
         per_user: dict[str, list[torch.Tensor]] = {}
+        ranked: list[np.ndarray] = []
         # One reused score buffer: a fresh (batch x items) allocation per batch costs more in page faults than
         # the matrix product itself on CPU.
         buf = torch.empty(min(self.batch_users, len(self.users)), self.n_items, device=self.device,
@@ -81,9 +83,18 @@ class Evaluator:
             keys = torch.from_numpy(batch)[:, None] * self.n_items + top
             pos = torch.searchsorted(self.truth_keys, keys).clamp(max=len(self.truth_keys) - 1)
             hits = self.truth_keys[pos] == keys
+            r, k = np.nonzero(hits.numpy())
+            ranked.append(np.stack([keys.numpy()[r, k], k], 1))
             for name, val in all_metrics(hits, torch.from_numpy(self.n_relevant[batch]), self.ks).items():
                 per_user.setdefault(name, []).append(val)
         arrays = {k: torch.cat(v).numpy() for k, v in per_user.items()}
         means = {k: float(v.mean()) if len(v) else 0.0 for k, v in arrays.items()}
+        # Rank of every ground-truth pair (for analyses by item popularity): -1 when outside the top K.
+        keys = self.truth_keys.numpy()
+        rank = np.full(len(keys), -1, np.int64)
+        if ranked:
+            hit = np.concatenate(ranked)
+            rank[np.searchsorted(keys, hit[:, 0])] = hit[:, 1]
+        truth = np.stack([keys // self.n_items, keys % self.n_items, rank], 1)
         return EvalResult(self.split, means, self.users, arrays, self.skipped_users, self.masked_truth,
-                          time.perf_counter() - t0)
+                          time.perf_counter() - t0, truth)

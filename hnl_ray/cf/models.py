@@ -55,10 +55,6 @@ class CFModel(nn.Module):
         """Final embeddings; with `layers`, also per-layer ones that carry gradients (MixGCF needs them)."""
         raise NotImplementedError
 
-    @property
-    def out_dim(self) -> int:
-        return self.cfg.dim
-
 
 class MF(CFModel):
     """BPR-MF: the embeddings are the representation."""
@@ -108,10 +104,6 @@ class NGCF(_GraphModel):
             nn.init.zeros_(lin.bias)
         self.drop = nn.Dropout(cfg.dropout)
 
-    @property
-    def out_dim(self) -> int:
-        return self.cfg.dim * (self.cfg.layers + 1)
-
     def pool(self, layers: torch.Tensor) -> torch.Tensor:
         return layers.flatten(-2)
 
@@ -127,6 +119,11 @@ class NGCF(_GraphModel):
         users = [t[: self.n_users] for t in outs]
         items = [t[self.n_users:] for t in outs]
         return Embeddings(final[: self.n_users], final[self.n_users:], users, items, table=final)
+
+
+def output_dim(cfg: ModelConfig) -> int:
+    """Size of the final embeddings (NGCF concatenates its layers)."""
+    return cfg.dim * (cfg.layers + 1) if cfg.name == "ngcf" else cfg.dim
 
 
 def build_model(cfg: ModelConfig, n_users: int, n_items: int, train_users, train_items) -> CFModel:

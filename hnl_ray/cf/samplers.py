@@ -214,5 +214,7 @@ def check_feasible(cfg: SamplerConfig, data: CFData) -> None:
 
 
 def build_sampler(cfg: SamplerConfig, data: CFData, rng: np.random.Generator) -> Sampler:
+    """The configured sampler; for `semantic` / `semantic-item`, its base sampler (the trainer wraps it)."""
     check_feasible(cfg, data)
-    return SAMPLERS[cfg.name](cfg, data, rng)
+    name = cfg.base if cfg.name in ("semantic", "semantic-item") else cfg.name
+    return SAMPLERS[name](cfg, data, rng)

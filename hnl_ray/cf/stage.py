@@ -15,7 +15,8 @@ from .trainer import Trainer
 
 log = logging.getLogger(__name__)
 
-OUTPUTS = ["metrics.json", "log.jsonl", "learning_curve.png", "per_user_test.parquet", "best.safetensors"]
+OUTPUTS = ["metrics.json", "log.jsonl", "learning_curve.png", "per_user_test.parquet", "ranks_test.parquet",
+           "best.safetensors"]
 
 
 def run_fingerprint(cfg: Config, tcfg: TrainConfig, run: RunDir, extra_inputs: dict | None = None) -> tuple:
@@ -26,11 +27,37 @@ def run_fingerprint(cfg: Config, tcfg: TrainConfig, run: RunDir, extra_inputs: d
     return manifest.fingerprint(part, inputs), part, inputs, seed
 
 
+def _semantic(tcfg: TrainConfig, run: RunDir, data: CFData):
+    if tcfg.sampler.name not in ("semantic", "semantic-item"):
+        return None
+    from .models import output_dim
+    from .semantic import build_semantic
+    from .trainer import pick_device
+
+    return build_semantic(tcfg, run, data, output_dim(tcfg.model), pick_device(tcfg.device))
+
+
+def _trainer_kwargs(semantic) -> dict:
+    if semantic is None:
+        return {}
+    return dict(sampler_factory=semantic.sampler_factory, extra_modules=semantic.extra_modules,
+                extra_losses=semantic.extra_losses, epoch_hooks=semantic.epoch_hooks)
+
+
+def semantic_parts(tcfg: TrainConfig, run: RunDir, data: CFData) -> dict:
+    """Trainer keyword arguments for semantic samplers (adapter, mixing sampler, contrastive term); {} otherwise."""
+    return _trainer_kwargs(_semantic(tcfg, run, data))
+
+
 def train_one(cfg: Config, run: RunDir, name: str, data: CFData | None = None, force: bool = False,
               progress: bool = True, trainer_hook: Callable[[Trainer], None] | None = None,
               extra_inputs: dict | None = None, tcfg: TrainConfig | None = None) -> dict:
     """Train (or skip, or resume) one named run; returns its metrics.json."""
     tcfg = tcfg or cfg.train.for_run(name)
+    data = data or CFData.from_run(run)
+    semantic = _semantic(tcfg, run, data)
+    if semantic is not None:
+        extra_inputs = {**(extra_inputs or {}), **semantic.inputs}
     fp, part, inputs, seed = run_fingerprint(cfg, tcfg, run, extra_inputs)
     folder = f"cf/{name}"
     if not force and manifest.is_fresh(run, folder, fp):
@@ -40,17 +67,31 @@ def train_one(cfg: Config, run: RunDir, name: str, data: CFData | None = None, f
     if force or (started is not None and started.get("fingerprint") != fp):
         run.delete(folder)  # a changed config never resumes an old checkpoint
     run.write_json(f"{folder}/run.json", {"fingerprint": fp})
-    data = data or CFData.from_run(run)
-    trainer = Trainer(tcfg, data, run, name, seed, progress=progress)
+    trainer = Trainer(tcfg, data, run, name, seed, progress=progress, **_trainer_kwargs(semantic))
     if trainer_hook is not None:
         trainer_hook(trainer)
     timings = manifest.Timings()
     with timings("fit"):
         result = trainer.fit()
+    if semantic is not None:
+        result["semantic"] = semantic.describe
+        run.write_json(f"{folder}/metrics.json", result)
     manifest.write(run, folder, stage="train", fp=fp, config_part=part, inputs=inputs, outputs=OUTPUTS,
                    counts={"best_epoch": result["best_epoch"], "epochs_run": result["epochs_run"]},
                    timings=dict(timings))
     return result
+
+
+def load_trained(run: RunDir, name: str, tcfg: TrainConfig, data: CFData):
+    """The chosen (best-validation) model of a finished CF run, in eval mode on CPU."""
+    from . import checkpoint
+    from .models import build_model
+
+    model = build_model(tcfg.model, data.n_users, data.n_items, *data.train)
+    tensors = checkpoint.read_tensors(run, f"cf/{name}/best.safetensors")
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")},
+                          strict=False)
+    return model.eval()
 
 
 def train(cfg: Config, run: RunDir | None = None, names: list[str] | None = None, force: bool = False,

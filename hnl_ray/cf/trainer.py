@@ -73,7 +73,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, data: CFData, run: RunDir, name: str, seed: int,
                  extra_losses: list[ExtraLoss] | None = None,
                  sampler_factory: Callable[[Sampler], Sampler] | None = None,
-                 extra_modules: list[torch.nn.Module] | None = None, progress: bool = True):
+                 extra_modules: list[torch.nn.Module] | None = None, progress: bool = True,
+                 epoch_hooks: list[Callable[[int], None]] | None = None):
         self.cfg, self.data, self.run, self.name, self.seed = cfg, data, run, name, seed
         self.dir = f"cf/{name}"
         self.device = pick_device(cfg.device)
@@ -96,7 +97,7 @@ class Trainer:
             raise TrainingError("the validation split is empty: early stopping needs validation interactions "
                                 "(see split.* in the config)")
         self.progress = progress
-        self.epoch_hooks: list[Callable[[int], None]] = []
+        self.epoch_hooks: list[Callable[[int], None]] = list(epoch_hooks or [])
         self._tu = data.train[0]
         self._ti = data.train[1]
 
@@ -178,9 +179,12 @@ class Trainer:
         return ev.evaluate(emb.users, emb.items)
 
     # ------------------------------------------------------------------ the loop
-    def fit(self, stop_after_epoch: int | None = None) -> dict:
+    def fit(self, stop_after_epoch: int | None = None, on_eval: Callable[[int, dict, str], None] | None = None,
+            evaluate_test: bool = True) -> dict:
         """Train to early stopping (or `optim.epochs`), then test the chosen epoch once. `stop_after_epoch`
-        ends the call early without finishing (used to test resuming)."""
+        ends the call early without finishing (used to test resuming). `on_eval(epoch, valid_metrics,
+        checkpoint_folder)` follows each validation (Ray Tune reports through it); `evaluate_test=False` never
+        touches the test split (sweep trials)."""
         cfg = self.cfg
         metric = cfg.eval.metric
         state = checkpoint.load(self.run, f"{self.dir}/checkpoint", self.net, self.opt, self.device)
@@ -222,6 +226,8 @@ class Trainer:
                 checkpoint.save(self.run, f"{self.dir}/checkpoint", self.net, self.opt, {
                     "epoch": epoch, "best": best, "best_epoch": best_epoch, "bad": bad,
                     "rng_numpy": self.rng.bit_generator.state, "log": history})
+            if on_eval is not None and "valid" in rec:
+                on_eval(epoch, rec["valid"], f"{self.dir}/checkpoint")
             if done:
                 stopped_early = True
                 break
@@ -232,6 +238,9 @@ class Trainer:
         if best_state is not None:
             self.net.load_state_dict(best_state, strict=False)
         valid = self.evaluate("valid")
+        if not evaluate_test:
+            return {"run": self.name, "best_epoch": best_epoch, "epochs_run": epoch, "valid": valid.metrics,
+                    "metric": metric}
         test = self.evaluate("test")  # once, on the chosen epoch
         train_times = [r["train_s"] for r in history]
         eval_times = [r["eval_s"] for r in history if "eval_s" in r]
@@ -275,6 +284,11 @@ class Trainer:
         cols = {"user_idx": pa.array(res.users.astype(np.int32))}
         cols.update({k: pa.array(v.astype(np.float32)) for k, v in res.per_user.items()})
         self.run.write_parquet(f"{self.dir}/per_user_{res.split}.parquet", pa.table(cols))
+        if res.truth is not None:
+            t = res.truth
+            self.run.write_parquet(f"{self.dir}/ranks_{res.split}.parquet", pa.table({
+                "user_idx": t[:, 0].astype(np.int32), "item_idx": t[:, 1].astype(np.int32),
+                "rank": t[:, 2].astype(np.int16)}))
 
 
 def _jsonl(rec: dict) -> str:

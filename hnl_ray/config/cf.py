@@ -22,11 +22,40 @@ class ModelConfig(Section):
     dropout: float = Field(0.1, ge=0, lt=1, description="NGCF message dropout.")
 
 
+class SemanticConfig(Section):
+    """Semantic negatives mixed into sampled ones (`semantic`), or grounded catalog items (`semantic-item`)."""
+
+    source: Literal["hardneg", "negatives"] = Field(
+        "hardneg", description="`hardneg`: HNLMRec's LLM embeddings (hardneg/); `negatives`: method-1 text "
+                               "embeddings (embeddings/negatives.parquet).")
+    alpha: float = Field(0.01, ge=0, le=1, description="Weight of adapter(e_hard) in the mixed negative (the "
+                                                       "reference: 1e-4 Yelp, 1e-2 Toys).")
+    alpha_schedule: Literal["constant", "linear"] = Field(
+        "constant", description="`linear`: alpha ramps from 0 to its value over `alpha_warmup_epochs`.")
+    alpha_warmup_epochs: int = Field(10, ge=1, description="Epochs of the linear ramp.")
+    adapter_hidden: list[int] = Field([256], description="Hidden sizes of the adapter MLP (LLM dim -> ... -> CF "
+                                                         "dim, ReLU between). The reference: [2048, 1024].")
+    llm_dim: int | None = Field(None, ge=1, description="Expected LLM embedding size (null: taken from the "
+                                                        "artifact); a mismatch is an error.")
+    cl_weight: float = Field(0.001, ge=0, description="lambda_cl of the contrastive term (reference: 0.001).")
+    cl_temperature: float = Field(0.2, gt=0, description="tau_cl (reference: 0.2).")
+    fallback: Literal["user_mean", "none"] = Field(
+        "user_mean", description="A pair without an LLM embedding: the user's mean embedding, or no mixing. "
+                                 "Never random noise.")
+    share: float = Field(1.0, ge=0, le=1, description="semantic-item: share of negatives replaced by a grounded "
+                                                      "item when the pair has one.")
+
+
 class SamplerConfig(Section):
-    name: Literal["uniform", "popularity", "dns", "mixgcf"] = Field("uniform", description="Negative sampler.")
+    name: Literal["uniform", "popularity", "dns", "mixgcf", "semantic", "semantic-item"] = Field(
+        "uniform", description="Negative sampler.")
     n_negatives: int = Field(1, ge=1, description="Negatives per positive.")
     candidates: int = Field(32, ge=1, description="Candidates scored per negative (dns, mixgcf: M).")
     popularity_exponent: float = Field(0.75, description="popularity: P(item) ~ count^exponent.")
+    base: Literal["uniform", "popularity", "dns"] = Field(
+        "uniform", description="semantic / semantic-item: the sampler that draws the negative being mixed or "
+                               "replaced.")
+    semantic: SemanticConfig = Field(default_factory=SemanticConfig, description="Semantic negatives.")
 
 
 class LossConfig(Section):

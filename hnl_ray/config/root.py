@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from .base import Section
 from .cf import TrainConfig
+from .hnlmrec import FinetuneConfig, HardnegConfig, TeacherConfig
 from .llm import EmbedConfig, LLMConfig, NegativesConfig, ProfilesConfig
+from .tune import TuneConfig
 from .data import DataSource, FilterConfig, SplitConfig, SyntheticSource
 
 
@@ -16,6 +20,15 @@ class RayConfig(Section):
     )
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray (null = all).")
     object_store_memory: int | None = Field(None, ge=78_643_200, description="Bytes of a local Ray's object store.")
+
+
+STAGES = ("prepare", "profiles", "negatives", "embed", "teacher", "finetune", "hardneg", "train", "report")
+
+
+class PipelineConfig(Section):
+    stages: list[Literal["prepare", "profiles", "negatives", "embed", "teacher", "finetune", "hardneg", "train",
+                         "report"]] = Field(list(STAGES), description="Stages `hnl-ray run` runs, in the fixed "
+                                                                      "order of the stage graph.")
 
 
 class Config(Section):
@@ -34,6 +47,14 @@ class Config(Section):
     negatives: NegativesConfig = Field(default_factory=NegativesConfig, description="Semantic hard negatives "
                                                                                      "(method 1).")
     embed: EmbedConfig = Field(default_factory=EmbedConfig, description="Sentence embeddings and grounding.")
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="HNLMRec: the CF teacher and its "
+                                                                              "mined hard negatives.")
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description="HNLMRec: LoRA contrastive "
+                                                                                 "fine-tuning on Ray Train.")
+    hardneg: HardnegConfig = Field(default_factory=HardnegConfig, description="HNLMRec: hard-negative embedding "
+                                                                             "inference.")
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="What `hnl-ray run` runs.")
+    tune: TuneConfig = Field(default_factory=TuneConfig, description="Ray Tune sweeps (`hnl-ray tune`).")
 
     def resolved_run_dir(self) -> str:
         return self.run_dir.replace("{name}", self.name)

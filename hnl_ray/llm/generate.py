@@ -39,30 +39,37 @@ def read_shards(run: RunDir, folder: str, columns: list[str] | None = None) -> p
 
 
 class ShardWriter:
-    """Buffers answer rows and writes `part-NNNNN.parquet` shards of `shard_rows` atomically."""
+    """Buffers rows (dicts or Arrow tables) and writes `part-NNNNN.parquet` shards of `shard_rows` atomically."""
 
     def __init__(self, run: RunDir, folder: str, shard_rows: int):
         self.run, self.folder, self.shard_rows = run, folder, shard_rows
         existing = [n for n in run.list(folder, suffix=".parquet") if n.startswith("part-")]
         self.next = 1 + max((int(n[5:10]) for n in existing), default=-1)
-        self.rows: list[dict] = []
+        self.buffer: list[pa.Table] = []
+        self.buffered = 0
         self.written = 0
 
-    def add(self, rows: list[dict]) -> None:
-        self.rows.extend(rows)
-        while len(self.rows) >= self.shard_rows:
-            self._write(self.rows[: self.shard_rows])
-            self.rows = self.rows[self.shard_rows:]
+    def add(self, rows: list[dict] | pa.Table) -> None:
+        table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows)
+        if table.num_rows == 0:
+            return
+        self.buffer.append(table)
+        self.buffered += table.num_rows
+        while self.buffered >= self.shard_rows:
+            merged = pa.concat_tables(self.buffer, promote_options="default")
+            self._write(merged.slice(0, self.shard_rows))
+            rest = merged.slice(self.shard_rows)
+            self.buffer, self.buffered = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
 
     def close(self) -> None:
-        if self.rows:
-            self._write(self.rows)
-            self.rows = []
+        if self.buffered:
+            self._write(pa.concat_tables(self.buffer, promote_options="default"))
+            self.buffer, self.buffered = [], 0
 
-    def _write(self, rows: list[dict]) -> None:
-        self.run.write_parquet(f"{self.folder}/part-{self.next:05d}.parquet", pa.Table.from_pylist(rows))
+    def _write(self, table: pa.Table) -> None:
+        self.run.write_parquet(f"{self.folder}/part-{self.next:05d}.parquet", table)
         self.next += 1
-        self.written += len(rows)
+        self.written += table.num_rows
 
 
 @dataclass

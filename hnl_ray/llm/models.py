@@ -59,9 +59,16 @@ def default_llm(cache: str = "~/.cache/hnl-ray/models") -> str:
     return str(target)
 
 
+def is_hub_id(model: str) -> bool:
+    """`org/name` (a Hugging Face hub id, for GPU clusters with a network), as opposed to a local path."""
+    return model.count("/") == 1 and not model.startswith((".", "/", "~")) and not os.path.exists(model)
+
+
 def resolve_llm(model: str | None, cache: str) -> str:
     if model is None:
         return default_llm(cache)
+    if is_hub_id(model):
+        return model
     path = Path(os.path.expanduser(model))
     if not path.exists():
         raise ModelNotFound(f"llm.model: {model} does not exist. Point it at a local HF model folder, or leave it "

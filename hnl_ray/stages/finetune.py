@@ -1,0 +1,308 @@
+"""The `finetune` stage (HNLMRec): LoRA contrastive fine-tuning of an LLM encoder on Ray Train, supervised by
+the CF teacher.
+
+Data: query = instruction + the user's profile + the interacted item's title and profile; positive = the
+teacher's hard negative j* (title + profile); negatives = the other positives of the global batch (and
+optionally random catalog items). Ray Train runs `TorchTrainer` with `prepare_model` (DDP, or FSDP), the pairs as
+a Ray Dataset sharded to the workers, bf16 on GPU, gradient accumulation, and checkpoints (adapter weights and
+optimiser state as safetensors) every `checkpoint_every` steps under `RunConfig(storage_path, name)` with
+`FailureConfig(max_failures)`: a killed worker resumes from the last checkpoint, and a re-submitted job with the
+same run directory continues the same run.
+
+Outputs: finetune/adapter.safetensors (LoRA + projection), finetune/log.jsonl, finetune/metrics.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .. import manifest
+from ..config import Config
+from ..storage import RunDir
+from .common import ensure_ray, need, prepared
+from .profiles import ITEMS, USERS, profile_texts
+from .teacher import FOLDER as TEACHER
+
+log = logging.getLogger(__name__)
+
+FOLDER = "finetune"
+OUTPUTS = ["adapter.safetensors", "metrics.json", "log.jsonl"]
+
+
+def supervision(cfg: Config, run: RunDir) -> pa.Table:
+    """Teacher pairs as (query, positive) texts, with the ids needed for CF soft tokens."""
+    from ..llm.encoder import item_text, query_text
+
+    data = prepared(run)
+    pairs = run.read_parquet(f"{TEACHER}/pairs.parquet")
+    if cfg.finetune.pairs_limit:
+        pairs = pairs.slice(0, cfg.finetune.pairs_limit)
+    titles = dict(zip(data["items"]["item_idx"].to_pylist(), data["items"]["title"].to_pylist()))
+    iprof = profile_texts(run, ITEMS, "item_idx")
+    uprof = profile_texts(run, USERS, "user_idx")
+    q, p = [], []
+    for u, i, j in zip(pairs["user_idx"].to_pylist(), pairs["item_idx"].to_pylist(),
+                       pairs["neg_item_idx"].to_pylist()):
+        q.append(query_text(cfg.finetune.instruction, uprof.get(u), titles.get(i), iprof.get(i)))
+        p.append(item_text(titles.get(j), iprof.get(j)))
+    return pa.table({"user_idx": pairs["user_idx"], "item_idx": pairs["item_idx"],
+                     "neg_item_idx": pairs["neg_item_idx"], "query": q, "positive": p})
+
+
+def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
+    import torch
+    import torch.distributed as dist
+    from safetensors.torch import load_file, save_file
+
+    import ray.train
+    import ray.train.torch
+
+    from ..cf.checkpoint import load_optimizer, optimizer_tensors
+    from ..config.hnlmrec import FinetuneConfig
+    from ..llm.contrastive import contrastive_loss, in_batch_accuracy
+    from ..llm.encoder import LLMEncoder
+
+    cfg = FinetuneConfig.model_validate(config["finetune"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    use_gpu = cfg.use_gpu and torch.cuda.is_available()
+    if not use_gpu:
+        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 2) // world))
+    torch.manual_seed(config["seed"] + rank)
+    device = ray.train.torch.get_device()
+    cf_vecs = None
+    if config.get("cf_path"):
+        from safetensors.torch import load_file as lf
+
+        t = lf(config["cf_path"])
+        cf_vecs = (t["users"], t["items"])
+    enc = LLMEncoder(config["base_path"], cfg, cf_dim=cf_vecs[0].shape[1] if cf_vecs else None)
+    if world > 1 or use_gpu:
+        # Queries and items go through the same module in two forward passes per step: DDP needs a static graph.
+        kwargs = {"static_graph": True} if cfg.strategy == "ddp" else {}
+        model = ray.train.torch.prepare_model(enc, parallel_strategy=cfg.strategy,
+                                              parallel_strategy_kwargs=kwargs)
+    else:
+        model = enc.to(device)
+    inner: LLMEncoder = model.module if hasattr(model, "module") else model
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr)
+    step, epoch, start_batch, history = 0, 0, 0, []
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            inner.load_trainable(load_file(os.path.join(d, "adapter.safetensors")))
+            load_optimizer(opt, load_file(os.path.join(d, "optimizer.safetensors")), device)
+            state = json.load(open(os.path.join(d, "state.json")))
+        step, epoch, start_batch, history = state["step"], state["epoch"], state["batch"], state["history"]
+        history.append({"event": "resumed", "step": step})
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_gpu else torch.autocast("cpu", enabled=False)
+    rng = np.random.default_rng(config["seed"] + 1000 * rank + step)
+    extra = config.get("random_items") or []
+
+    def gather(x: torch.Tensor) -> torch.Tensor:
+        if world == 1:
+            return x
+        import torch.distributed.nn.functional as dnn
+
+        return torch.cat(dnn.all_gather(x.contiguous()), 0)  # differentiable: negatives from the global batch
+
+    def cf_of(batch) -> torch.Tensor | None:
+        if cf_vecs is None:
+            return None
+        u = torch.as_tensor(np.asarray(batch["user_idx"], dtype=np.int64))
+        i = torch.as_tensor(np.asarray(batch["item_idx"], dtype=np.int64))
+        return torch.stack([cf_vecs[0][u], cf_vecs[1][i]], 1)
+
+    saved = {"step": step}
+
+    def save(ep: int, next_batch: int, loss: float) -> None:
+        """A checkpoint from rank 0 (adapter, optimiser, progress); every rank reports (it is a barrier)."""
+        with tempfile.TemporaryDirectory() as d:
+            ck = None
+            if rank == 0:
+                save_file(inner.trainable_state(), os.path.join(d, "adapter.safetensors"))
+                save_file(optimizer_tensors(opt), os.path.join(d, "optimizer.safetensors"))
+                with open(os.path.join(d, "state.json"), "w") as f:
+                    json.dump({"step": step, "epoch": ep, "batch": next_batch, "history": history}, f)
+                ck = ray.train.Checkpoint.from_directory(d)
+            ray.train.report({"step": step, "loss": loss}, checkpoint=ck)
+        saved["step"] = step
+
+    shard = ray.train.get_dataset_shard("train")
+    max_steps = cfg.max_steps or 10**12
+    t0 = time.perf_counter()
+    tokens = 0
+    done = False
+    while epoch < cfg.epochs and not done:
+        for b, batch in enumerate(shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy",
+                                                     drop_last=True)):
+            if b < start_batch:
+                continue  # resumed mid-epoch: these batches were already trained on
+            texts = list(batch["positive"])
+            if extra and cfg.random_negatives:
+                texts += list(rng.choice(extra, cfg.random_negatives))
+            enc_q = {k: v.to(device) for k, v in inner.tokenize(list(batch["query"]), cfg.max_query_tokens,
+                                                                 True).items()}
+            enc_p = {k: v.to(device) for k, v in inner.tokenize(texts, cfg.max_passage_tokens, False).items()}
+            cfq = cf_of(batch)
+            with autocast:
+                q = model(**enc_q, cf=cfq.to(device) if cfq is not None else None)
+                p = model(**enc_p)
+                qg, pg = gather(q), gather(p)
+                loss = contrastive_loss(cfg.loss, qg, pg, cfg.temperature) / cfg.grad_accum
+            tokens += int(enc_q["attention_mask"].sum() + enc_p["attention_mask"].sum())
+            loss.backward()
+            if (b + 1) % cfg.grad_accum:
+                continue
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            rec = {"step": step, "epoch": epoch, "loss": float(loss) * cfg.grad_accum,
+                   "in_batch_acc": in_batch_accuracy(qg.detach(), pg.detach()),
+                   "s": round(time.perf_counter() - t0, 2), "tokens": tokens}
+            history.append(rec)
+            done = step >= max_steps
+            if step % cfg.checkpoint_every == 0 or done:
+                save(epoch, b + 1, rec["loss"])
+            if done:
+                break
+        else:
+            epoch += 1
+            start_batch = 0
+    if step != saved["step"]:  # the end of the last epoch fell between checkpoints
+        save(epoch, 0, history[-1]["loss"] if history and "loss" in history[-1] else float("nan"))
+    if world > 1 and dist.is_initialized():
+        dist.barrier()
+
+
+def run_finetune(cfg: Config, run: RunDir | None = None, force: bool = False) -> dict:
+    import ray.train
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from safetensors.torch import load_file
+
+    from ..llm.models import resolve_llm
+
+    run = run or RunDir(cfg.resolved_run_dir())
+    teacher_m = need(run, TEACHER, "teacher", "teacher pairs")
+    users_m = need(run, USERS, "profiles", "user profiles")
+    base_path = resolve_llm(cfg.finetune.base_model, cfg.llm.model_cache)
+    part = {"finetune": cfg.finetune.model_dump(mode="json", exclude={"num_workers", "cpus_per_worker", "threads",
+                                                                       "checkpoint_every", "max_failures"}),
+            "base_path": base_path, "seed": cfg.seed}
+    inputs = {"teacher": teacher_m["fingerprint"], "user_profiles": users_m["fingerprint"]}
+    fp = manifest.fingerprint(part, inputs)
+    if not force and manifest.is_fresh(run, FOLDER, fp):
+        log.info("finetune: up to date, skipped")
+        return {**run.read_json(f"{FOLDER}/metrics.json"), "skipped": True}
+    if not run.is_local:
+        raise NotImplementedError("finetune writes Ray Train storage under the run directory; use a local or "
+                                  "network-mounted run directory (RunConfig.storage_path takes s3:// too: "
+                                  "see README)")
+    ray = ensure_ray(cfg)
+    if cfg.finetune.use_gpu and ray.cluster_resources().get("GPU", 0) < cfg.finetune.num_workers:
+        raise RuntimeError(f"finetune.use_gpu with {cfg.finetune.num_workers} workers, but the cluster has "
+                           f"{ray.cluster_resources().get('GPU', 0):g} GPUs")
+    table = supervision(cfg, run)
+    n_valid = int(round(table.num_rows * cfg.finetune.valid_share))
+    order = np.random.default_rng(cfg.seed).permutation(table.num_rows)
+    valid, train = table.take(pa.array(order[:n_valid])), table.take(pa.array(order[n_valid:]))
+    # Ray Train's storage: the run name is the fingerprint, so a re-submitted job with the same config resumes
+    # the same run, and a changed config starts a new one.
+    storage = run.local_path(FOLDER, "ray")
+    os.makedirs(storage, exist_ok=True)
+    items = prepared(run)["items"]
+    from ..llm.encoder import item_text
+
+    iprof = profile_texts(run, ITEMS, "item_idx")
+    random_items = [item_text(t, iprof.get(i)) for i, t in zip(items["item_idx"].to_pylist(),
+                                                              items["title"].to_pylist())]
+    loop_config = {"finetune": cfg.finetune.model_dump(mode="json"), "base_path": base_path, "seed": cfg.seed,
+                   "cf_path": run.local_path(TEACHER, "embeddings.safetensors") if cfg.finetune.cf_tokens else None,
+                   "random_items": random_items if cfg.finetune.random_negatives else None}
+    trainer = TorchTrainer(
+        _train_loop, train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=cfg.finetune.num_workers, use_gpu=cfg.finetune.use_gpu,
+                                     resources_per_worker={"CPU": cfg.finetune.cpus_per_worker}),
+        run_config=RunConfig(storage_path=storage, name=f"hnlmrec-{fp}",
+                             failure_config=FailureConfig(max_failures=cfg.finetune.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        datasets={"train": ray.data.from_arrow(train.select(["user_idx", "item_idx", "query", "positive"]))},
+    )
+    t0 = time.perf_counter()
+    result = trainer.fit()
+    seconds = time.perf_counter() - t0
+    if result.checkpoint is None:
+        raise RuntimeError(f"fine-tuning produced no checkpoint ({result.error})")
+    with result.checkpoint.as_directory() as d:
+        tensors = load_file(os.path.join(d, "adapter.safetensors"))
+        state = json.load(open(os.path.join(d, "state.json")))
+    from safetensors.torch import save as st_save
+
+    run.write_bytes(f"{FOLDER}/adapter.safetensors", st_save(tensors))
+    run.write_text(f"{FOLDER}/log.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]))
+    metrics = {"steps": state["step"], "epochs_done": state["epoch"], "train_pairs": train.num_rows,
+               "valid_pairs": valid.num_rows, "seconds": seconds, "base_model": base_path,
+               "resumed": sum(1 for r in state["history"] if r.get("event") == "resumed"),
+               "final_train_loss": next((r["loss"] for r in reversed(state["history"]) if "loss" in r), None),
+               **validate_adapter(cfg, base_path, tensors, valid, run)}
+    run.write_json(f"{FOLDER}/metrics.json", metrics)
+    manifest.write(run, FOLDER, stage="finetune", fp=fp, config_part=part, inputs=inputs, outputs=OUTPUTS,
+                   counts={"steps": state["step"], "train_pairs": train.num_rows}, timings={"fit": seconds})
+    return metrics
+
+
+def validate_adapter(cfg: Config, base_path: str, tensors: dict, valid: pa.Table, run: RunDir) -> dict:
+    """Held-out loss and in-batch accuracy of the trained adapter against the untrained base."""
+    import torch
+
+    from ..llm.contrastive import contrastive_loss, in_batch_accuracy
+    from ..llm.encoder import LLMEncoder
+
+    if valid.num_rows < 2:
+        return {}
+    rows = valid.slice(0, min(valid.num_rows, 64))
+    cf = None
+    out = {}
+    for name, load in (("base", False), ("tuned", True)):
+        enc = LLMEncoder(base_path, cfg.finetune, cf_dim=None if not cfg.finetune.cf_tokens else
+                         _cf_dim(run)).eval()
+        if load:
+            enc.load_trainable(tensors)
+        if cfg.finetune.cf_tokens:
+            cf = _cf_rows(run, rows)
+        with torch.no_grad():
+            q = enc.encode_queries(rows["query"].to_pylist(), cf)
+            p = enc.encode_items(rows["positive"].to_pylist())
+        out[f"valid_loss_{name}"] = round(float(contrastive_loss(cfg.finetune.loss, q, p,
+                                                                  cfg.finetune.temperature)), 4)
+        out[f"valid_in_batch_acc_{name}"] = round(in_batch_accuracy(q, p), 4)
+    return out
+
+
+def _cf_dim(run: RunDir) -> int:
+    from safetensors.torch import load as st_load
+
+    return int(st_load(run.read_bytes(f"{TEACHER}/embeddings.safetensors"))["users"].shape[1])
+
+
+def _cf_rows(run: RunDir, rows: pa.Table):
+    import torch
+    from safetensors.torch import load as st_load
+
+    t = st_load(run.read_bytes(f"{TEACHER}/embeddings.safetensors"))
+    u = torch.as_tensor(rows["user_idx"].to_numpy().astype(np.int64))
+    i = torch.as_tensor(rows["item_idx"].to_numpy().astype(np.int64))
+    return torch.stack([t["users"][u], t["items"][i]], 1)
+
+
+__all__ = ["run_finetune", "supervision", "pc"]

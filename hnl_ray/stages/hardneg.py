@@ -1,0 +1,159 @@
+"""The `hardneg` stage (HNLMRec inference): a Ray Data actor pool loads the base LLM + the fine-tuned LoRA
+(merged for speed), embeds the query of every selected training pair (u, i) exactly as fine-tuning did, and
+writes hardneg/part-*.parquet keyed by (user_idx, item_idx) with float16 vectors; resumable like generation.
+A check re-embeds a sample of rows with the training-time forward (unmerged adapter, float32): cosine >= 0.999.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .. import manifest
+from ..config import Config
+from ..config.hnlmrec import FinetuneConfig
+from ..llm.embedder import vector_column, vectors
+from ..llm.generate import ShardWriter, read_shards
+from ..storage import RunDir
+from .common import begin, ensure_ray, need, prepared
+from .finetune import FOLDER as FINETUNE
+from .negatives import sample_pairs
+from .profiles import ITEMS, USERS, profile_texts
+from .teacher import FOLDER as TEACHER
+
+log = logging.getLogger(__name__)
+
+FOLDER = "hardneg"
+MIN_COSINE = 0.999
+
+
+class HardnegEmbedder:
+    """Callable class for `map_batches`: base + merged LoRA; queries -> float16 vectors."""
+
+    def __init__(self, base_path: str, adapter_path: str, finetune: dict, cf_path: str | None,
+                 threads: int | None, device: str):
+        import torch
+        from safetensors.torch import load_file
+
+        from ..llm.encoder import LLMEncoder
+
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+        cfg = FinetuneConfig.model_validate(finetune)
+        self.cf = None
+        if cfg.cf_tokens and cf_path:
+            t = load_file(cf_path)
+            self.cf = (t["users"], t["items"])
+        enc = LLMEncoder(base_path, cfg, cf_dim=self.cf[0].shape[1] if self.cf else None)
+        enc.load_trainable(load_file(adapter_path))
+        self.device = torch.device("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
+        self.enc = enc.merge().to(self.device).eval()
+        self.torch = torch
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        cf = None
+        if self.cf is not None:
+            u = self.torch.as_tensor(batch["user_idx"].astype(np.int64))
+            i = self.torch.as_tensor(batch["item_idx"].astype(np.int64))
+            cf = self.torch.stack([self.cf[0][u], self.cf[1][i]], 1)
+        with self.torch.no_grad():
+            v = self.enc.encode_queries([str(q) for q in batch["query"]], cf)
+        return {"id": batch["id"], "user_idx": batch["user_idx"], "item_idx": batch["item_idx"],
+                "vector": v.cpu().numpy().astype(np.float16)}
+
+
+def queries(cfg: Config, run: RunDir) -> pa.Table:
+    from ..llm.encoder import query_text
+
+    data = prepared(run)
+    u, i = sample_pairs(data["train"]["user_idx"].to_numpy(), data["train"]["item_idx"].to_numpy(),
+                        cfg.hardneg.pairs_per_user, cfg.seed)
+    titles = dict(zip(data["items"]["item_idx"].to_pylist(), data["items"]["title"].to_pylist()))
+    uprof, iprof = profile_texts(run, USERS, "user_idx"), profile_texts(run, ITEMS, "item_idx")
+    q = [query_text(cfg.finetune.instruction, uprof.get(a), titles.get(b), iprof.get(b))
+         for a, b in zip(u.tolist(), i.tolist())]
+    return pa.table({"id": [f"pair:{a}:{b}" for a, b in zip(u.tolist(), i.tolist())],
+                     "user_idx": u.astype(np.int32), "item_idx": i.astype(np.int32), "query": q})
+
+
+def consistency(cfg: Config, base_path: str, run: RunDir, rows: pa.Table) -> float:
+    """Lowest cosine between stored inference vectors and the training-time forward for the same queries."""
+    import torch
+    from safetensors.torch import load as st_load
+
+    from ..llm.encoder import LLMEncoder
+
+    if rows.num_rows == 0:
+        return 1.0
+    tensors = st_load(run.read_bytes(f"{FINETUNE}/adapter.safetensors"))
+    cf = None
+    cf_dim = None
+    if cfg.finetune.cf_tokens:
+        t = st_load(run.read_bytes(f"{TEACHER}/embeddings.safetensors"))
+        cf_dim = t["users"].shape[1]
+        cf = torch.stack([t["users"][torch.as_tensor(rows["user_idx"].to_numpy().astype(np.int64))],
+                          t["items"][torch.as_tensor(rows["item_idx"].to_numpy().astype(np.int64))]], 1)
+    enc = LLMEncoder(base_path, cfg.finetune, cf_dim=cf_dim)
+    enc.load_trainable(tensors)
+    enc.train(False)
+    with torch.no_grad():
+        ref = enc.encode_queries(rows["query"].to_pylist(), cf)
+    got = torch.from_numpy(vectors(rows["vector"]).astype(np.float32))
+    return float(torch.nn.functional.cosine_similarity(ref, got, dim=1).min())
+
+
+def run_hardneg(cfg: Config, run: RunDir | None = None, force: bool = False) -> dict:
+    from ..llm.models import resolve_llm
+
+    run = run or RunDir(cfg.resolved_run_dir())
+    ft = need(run, FINETUNE, "finetune", "the fine-tuned adapter")
+    base_path = resolve_llm(cfg.finetune.base_model, cfg.llm.model_cache)
+    part = {"hardneg": cfg.hardneg.model_dump(mode="json", include={"pairs_per_user"}), "seed": cfg.seed}
+    inputs = {"finetune": ft["fingerprint"], "prepared": manifest.load(run, "prepared")["fingerprint"]}
+    fp = manifest.fingerprint(part, inputs)
+    if begin(run, FOLDER, fp, force):
+        log.info("hardneg: up to date, skipped")
+        return {**manifest.load(run, FOLDER)["counts"], "skipped": True}
+    table = queries(cfg, run)
+    done = read_shards(run, FOLDER, columns=["id"])
+    todo = table
+    if done is not None:
+        todo = table.filter(pc.invert(pc.is_in(table["id"], value_set=done["id"].combine_chunks())))
+    timings = manifest.Timings()
+    h = cfg.hardneg
+    if todo.num_rows:
+        ray = ensure_ray(cfg)
+        writer = ShardWriter(run, FOLDER, h.shard_rows)
+        ds = ray.data.from_arrow(todo).map_batches(
+            HardnegEmbedder, batch_size=h.batch_size, batch_format="numpy",
+            fn_constructor_kwargs=dict(base_path=base_path, adapter_path=run.local_path(FINETUNE,
+                                                                                        "adapter.safetensors"),
+                                       finetune=cfg.finetune.model_dump(mode="json"),
+                                       cf_path=run.local_path(TEACHER, "embeddings.safetensors")
+                                       if cfg.finetune.cf_tokens else None,
+                                       threads=h.threads, device="cuda" if h.num_gpus > 0 else "cpu"),
+            compute=ray.data.ActorPoolStrategy(size=h.concurrency), num_cpus=h.num_cpus, num_gpus=h.num_gpus or None)
+        with timings("embed"):
+            for b in ds.iter_batches(batch_format="numpy", batch_size=h.shard_rows):
+                writer.add(pa.table({"id": pa.array(b["id"].astype(str)), "user_idx": b["user_idx"],
+                                     "item_idx": b["item_idx"],
+                                     "vector": vector_column(np.asarray(b["vector"], dtype=np.float16))}))
+            writer.close()
+    out = read_shards(run, FOLDER)
+    sample = out.slice(0, min(h.check_rows, out.num_rows)).join(table.select(["id", "query"]), "id")
+    with timings("check"):
+        cos = consistency(cfg, base_path, run, sample)
+    if cos < MIN_COSINE:
+        raise RuntimeError(f"hardneg: inference and training-time embeddings disagree (cosine {cos:.5f} < "
+                           f"{MIN_COSINE}); the adapter or the pooling differs between them")
+    dim = out["vector"].type.list_size
+    counts = {"pairs": out.num_rows, "dim": dim, "dtype": "float16", "check_min_cosine": round(cos, 6),
+              "bytes_per_million_pairs_in_memory": dim * 2 * 10**6,
+              "parquet_bytes": sum(os.path.getsize(run.local_path(FOLDER, n)) for n in run.list(FOLDER, ".parquet"))
+              if run.is_local else None}
+    manifest.write(run, FOLDER, stage="hardneg", fp=fp, config_part=part, inputs=inputs, outputs=[],
+                   counts=counts, timings=dict(timings))
+    return counts

@@ -1,0 +1,267 @@
+"""Ray Tune sweeps over CF training: sampler mixing (alpha, semantic vs sampled vs DNS negatives, the contrastive
+weight) and the usual CF knobs, with grid / random / Optuna search, ASHA on the validation metric, per-trial
+resources, trial checkpoints and experiment resume.
+
+Outputs under <run-dir>/tune/<name>/: results.csv and results.md, alpha.png (validation metric against alpha per
+sampler), best_config.yaml, and best_test.json: the test metrics of the best configuration only, evaluated once
+after the sweep.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .config import Config
+from .config.cf import TrainConfig
+from .config.loader import deep_merge
+from .config.tune import TuneConfig
+from .storage import RunDir
+
+log = logging.getLogger(__name__)
+
+
+class SweepSpaceError(ValueError):
+    pass
+
+
+def _nest(flat: dict[str, Any]) -> dict:
+    out: dict = {}
+    for key, value in flat.items():
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def base_train(cfg: Config) -> dict:
+    t = cfg.tune
+    if t.base_run is not None and t.base_run not in cfg.train.runs:
+        raise SweepSpaceError(f"tune.base_run: {t.base_run!r} is not a run of train.runs "
+                              f"({', '.join(cfg.train.runs) or 'none'})")
+    tcfg = cfg.train.for_run(t.base_run) if t.base_run else cfg.train
+    return tcfg.model_dump(mode="json", exclude={"runs"})
+
+
+def check_space(cfg: Config) -> None:
+    """Every swept key must exist under `train` and every value must be valid there."""
+    base = base_train(cfg)
+    for key, dom in cfg.tune.space.items():
+        kind, values = next(iter(dom.items()))
+        samples = values if kind in ("grid", "choice") else values[:1]
+        node, parts = base, key.split(".")
+        for k, p in enumerate(parts):
+            if not isinstance(node, dict) or p not in node:
+                where = ".".join(parts[:k]) or "train"
+                allowed = ", ".join(sorted(node)) if isinstance(node, dict) else "(not a section)"
+                raise SweepSpaceError(f"tune.space.{key}: unknown parameter {'train.' + key!r} "
+                                      f"({p!r} is not a key of {where}; allowed: {allowed})")
+            node = node[p]
+        for value in samples:
+            try:
+                TrainConfig.model_validate(deep_merge(base, _nest({key: value})))
+            except Exception as exc:  # pydantic's message names the field
+                raise SweepSpaceError(f"tune.space.{key}: value {value!r} is not valid: {exc}") from None
+
+
+def param_space(t: TuneConfig) -> dict:
+    from ray import tune
+
+    make = {"grid": tune.grid_search, "choice": tune.choice, "uniform": lambda v: tune.uniform(*v),
+            "loguniform": lambda v: tune.loguniform(*v), "randint": lambda v: tune.randint(*v)}
+    out = {}
+    for key, dom in t.space.items():
+        kind, values = next(iter(dom.items()))
+        if t.search == "optuna" and kind == "grid":
+            kind = "choice"  # Optuna samples; a grid becomes a categorical choice
+        out[key] = make[kind](values)
+    return out
+
+
+def _trial(params: dict, *, base: dict, run_uri: str, seed: int, metric: str) -> None:
+    """One Tune trial: CF training reporting the validation metric after each evaluation."""
+    import ray.tune
+    from ray.tune import Checkpoint
+
+    from .cf.data import CFData
+    from .cf.stage import semantic_parts
+    from .cf.trainer import Trainer
+
+    tcfg = TrainConfig.model_validate(deep_merge(base, _nest(params)))
+    main = RunDir(run_uri)
+    data = CFData.from_run(main)
+    trial_dir = ray.tune.get_context().get_trial_dir()
+    local = RunDir(trial_dir)
+    ckpt = ray.tune.get_checkpoint()
+    if ckpt is not None:  # a restarted or resumed trial: the trainer continues from its checkpoint
+        with ckpt.as_directory() as d:
+            dst = local.path("cf", "trial", "checkpoint")
+            shutil.rmtree(dst, ignore_errors=True)
+            shutil.copytree(d, dst)
+    kwargs = semantic_parts(tcfg, main, data)
+    trainer = Trainer(tcfg, data, local, "trial", seed, progress=False, **kwargs)
+
+    def report(epoch: int, valid: dict, folder: str) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            for f in ("state.json", "last.safetensors"):
+                shutil.copy(local.path(folder, f), os.path.join(d, f))
+            ray.tune.report({metric: valid[metric], "epoch": epoch, "finished": 0},
+                            checkpoint=Checkpoint.from_directory(d))
+
+    res = trainer.fit(on_eval=report, evaluate_test=False)
+    ray.tune.report({metric: res["valid"][metric], "epoch": res["epochs_run"], "finished": 1})
+
+
+def run_tune(cfg: Config, run: RunDir | None = None) -> dict:
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from .ray_utils import init_ray
+    from .stages.common import need
+
+    run = run or RunDir(cfg.resolved_run_dir())
+    t = cfg.tune
+    if not t.space:
+        raise SweepSpaceError("tune.space is empty: name at least one parameter to sweep (configs/tune/*.yaml)")
+    check_space(cfg)
+    need(run, "prepared", "prepare", "prepared data")
+    if not run.is_local:
+        raise SweepSpaceError("tune needs a local or network-mounted run directory (Ray Tune's storage_path)")
+    init_ray(cfg)
+    base = base_train(cfg)
+    base["threads"] = base.get("threads") or max(1, int(t.cpus_per_trial))
+    metric = f"valid_{t.metric}"
+    folder = f"tune/{t.name}"
+    storage = run.local_path(folder)
+    os.makedirs(storage, exist_ok=True)
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, base=base, run_uri=run.uri, seed=cfg.seed, metric=metric),
+        {"cpu": t.cpus_per_trial, "gpu": t.gpus_per_trial})
+    path = os.path.join(storage, "ray")
+    if tune.Tuner.can_restore(path):
+        log.info("tune: resuming the experiment in %s", path)
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+    else:
+        search_alg = None
+        if t.search == "optuna":
+            from ray.tune.search.optuna import OptunaSearch
+
+            search_alg = OptunaSearch(metric=metric, mode="max", seed=cfg.seed)
+        scheduler = (ASHAScheduler(time_attr="epoch", metric=metric, mode="max", max_t=cfg.train.optim.epochs,
+                                   grace_period=t.grace_period, reduction_factor=t.reduction_factor)
+                     if t.scheduler == "asha" else None)
+        tuner = tune.Tuner(
+            trainable, param_space=param_space(t),
+            tune_config=tune.TuneConfig(num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent_trials,
+                                        scheduler=scheduler, search_alg=search_alg,
+                                        **({} if scheduler else {"metric": metric, "mode": "max"})),
+            run_config=tune.RunConfig(storage_path=storage, name="ray", verbose=0,
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+    grid = tuner.fit()
+    return summarise(cfg, run, grid, metric)
+
+
+def summarise(cfg: Config, run: RunDir, grid, metric: str) -> dict:
+    """Results table, alpha plot, best config, and the best trial's test metrics (evaluated once)."""
+    t = cfg.tune
+    folder = f"tune/{t.name}"
+    rows = []
+    for r in grid:
+        if r.metrics is None:
+            continue
+        hist = r.metrics_dataframe
+        best_valid = float(hist[metric].max()) if hist is not None and metric in hist else float("nan")
+        rows.append({**{k: r.config[k] for k in t.space}, "best_valid": best_valid,
+                     "epochs": int(r.metrics.get("epoch", 0)), "finished": int(r.metrics.get("finished", 0)),
+                     "trial_dir": r.path, "error": str(r.error)[:200] if r.error else None})
+    if not rows:
+        raise RuntimeError("the sweep produced no results")
+    rows.sort(key=lambda x: -np.nan_to_num(x["best_valid"], nan=-1))
+    stopped = sum(1 for x in rows if not x["finished"] and not x["error"])
+    run.write_text(f"{folder}/results.csv", _csv(rows))
+    head = [*t.space, f"best valid {t.metric}", "epochs", "stopped early by ASHA"]
+    md = [f"{len(rows)} trials, {stopped} stopped early by ASHA. Ranked by validation {t.metric}.", "",
+          "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for x in rows:
+        md.append("| " + " | ".join([*(str(x[k]) for k in t.space), f"{x['best_valid']:.4f}", str(x["epochs"]),
+                                     "yes" if not x["finished"] else "no"]) + " |")
+    run.write_text(f"{folder}/results.md", "\n".join(md) + "\n")
+    png = alpha_plot(rows, t)
+    if png:
+        run.write_bytes(f"{folder}/alpha.png", png)
+    best = rows[0]
+    best_train = deep_merge(base_train(cfg), _nest({k: best[k] for k in t.space}))
+    full = cfg.model_dump(mode="json")
+    full["train"] = {**best_train, "runs": {}}
+    full.pop("tune", None)
+    run.write_text(f"{folder}/best_config.yaml", yaml.safe_dump(full, sort_keys=False))
+    test = best_test(cfg, run, TrainConfig.model_validate(best_train), best["trial_dir"])
+    out = {"metric": t.metric, "params": {k: best[k] for k in t.space}, "best_valid": best["best_valid"],
+           "test": test, "trials": len(rows), "stopped_early": stopped}
+    run.write_json(f"{folder}/best_test.json", out)
+    return out
+
+
+def best_test(cfg: Config, run: RunDir, tcfg: TrainConfig, trial_dir: str) -> dict:
+    """Load the best trial's chosen weights and evaluate the test split, once."""
+    import torch
+
+    from .cf import checkpoint
+    from .cf.data import CFData
+    from .cf.evaluate import Evaluator
+    from .cf.models import build_model
+
+    data = CFData.from_run(run)
+    model = build_model(tcfg.model, data.n_users, data.n_items, *data.train)
+    tensors = checkpoint.read_tensors(RunDir(trial_dir), "cf/trial/best.safetensors")
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=False)
+    with torch.no_grad():
+        emb = model.eval()()
+    res = Evaluator(data, "test", tcfg.eval.ks, tcfg.eval.batch_users).evaluate(emb.users, emb.items)
+    return res.metrics
+
+
+def alpha_plot(rows: list[dict], t: TuneConfig) -> bytes | None:
+    key = next((k for k in t.space if k.endswith("alpha")), None)
+    if key is None:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by = next((k for k in t.space if k.endswith("sampler.name") or k.endswith("sampler.base")), None)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    groups = sorted({str(r.get(by)) for r in rows}) if by else ["all"]
+    for g in groups:
+        pts = sorted((r[key], r["best_valid"]) for r in rows if (not by or str(r[by]) == g))
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=g)
+    ax.set(xlabel=key, ylabel=f"best valid {t.metric}", title="validation metric against alpha")
+    if any(r[key] > 0 for r in rows):
+        ax.set_xscale("symlog", linthresh=1e-3)
+    ax.legend(fontsize=8)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _csv(rows: list[dict]) -> str:
+    import csv
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()

@@ -1,0 +1,284 @@
+"""HNLMRec: teacher mining, the contrastive losses, the encoder's pooling, semantic alignment in CF training,
+Ray Train fine-tuning with a killed worker, and the bad inputs of the method."""
+
+import math
+import os
+import threading
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from cfhelpers import random_data
+from hnl_ray import manifest
+from hnl_ray.cf.mining import mine_hard_negatives
+from hnl_ray.cf.semantic import Adapter, PairIndex, SemanticInputError
+from hnl_ray.cf.stage import train_one
+from hnl_ray.config import load_config
+from hnl_ray.config.hnlmrec import FinetuneConfig
+from hnl_ray.data.prepare import prepare
+from hnl_ray.llm.contrastive import infonce_loss, pairwise_loss
+from hnl_ray.llm.embedder import vector_column
+from hnl_ray.llm.encoder import EncoderError, LLMEncoder
+from hnl_ray.storage import RunDir
+
+# ------------------------------------------------------------------------------------------------ teacher
+
+
+def test_teacher_mining_never_returns_a_positive_and_picks_the_top_candidate():
+    data = random_data(n_users=30, n_items=50, per_user=10, seed=3)
+    g = torch.Generator().manual_seed(0)
+    ue, ie = torch.randn(30, 8, generator=g), torch.randn(50, 8, generator=g)
+    u, i = data.train
+    m = mine_hard_negatives(u, i, ue, ie, data.positives, data.train_csr, None, candidates=50,
+                            guard_threshold=0.99, guard_top=3, rng=np.random.default_rng(0))
+    assert m.keep.all() and not data.positives.contains(u, m.neg).any()
+    scores = (ue @ ie.T).numpy()
+    for k in range(0, len(u), 17):  # with M = 50 uniform draws, j* is (nearly always) the best non-positive
+        allowed = ~data.positives.contains(np.full(50, u[k]), np.arange(50))
+        assert scores[u[k], m.neg[k]] >= np.sort(scores[u[k], allowed])[-3]
+    assert np.allclose(m.neg_score, scores[u, m.neg], atol=1e-5)
+
+
+def test_teacher_guard_skips_false_negatives_and_drops_when_all_fail():
+    data = random_data(n_users=4, n_items=12, per_user=3, seed=1)
+    u, i = data.train
+    ue = torch.ones(4, 2)
+    ie = torch.zeros(12, 2)
+    best = 11 if not data.positives.contains(np.array([0]), np.array([11]))[0] else 10
+    ie[best] = 10.0  # the teacher's favourite for everyone
+    text = torch.nn.functional.normalize(torch.randn(12, 16, generator=torch.Generator().manual_seed(2)), dim=1)
+    pos0 = data.train_csr[1][data.train_csr[0][0]]
+    text[best] = text[pos0]  # ... but its text is a copy of one of user 0's positives
+    m = mine_hard_negatives(u, i, ue, ie, data.positives, data.train_csr, text, candidates=64,
+                            guard_threshold=0.95, guard_top=3, rng=np.random.default_rng(0))
+    rows0 = u == 0
+    assert m.keep[rows0].all() and (m.neg[rows0] != best).all() and (m.neg_rank[rows0] > 0).all()
+    assert m.guard_skipped >= rows0.sum()
+    strict = mine_hard_negatives(u, i, ue, ie, data.positives, data.train_csr, text, candidates=4,
+                                 guard_threshold=-2.0, guard_top=2, rng=np.random.default_rng(0))
+    assert not strict.keep.any() and (strict.neg == -1).all()  # every candidate fails: pairs dropped, counted
+
+
+# ------------------------------------------------------------------------------------------------ losses
+
+
+def test_pairwise_and_infonce_losses_by_hand():
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    p = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    tau = 0.5
+    c = 1 / math.sqrt(2)  # cos(q0, p1) = cos(q1, p1)
+    # pairs (i, j != i): (0, 1): (1 - c)/tau ; (1, 0): (c - 0)/tau
+    expect = -(math.log(1 / (1 + math.exp(-(1 - c) / tau))) + math.log(1 / (1 + math.exp(-c / tau)))) / 2
+    assert pairwise_loss(q, p, tau).item() == pytest.approx(expect, rel=1e-6)
+    s = torch.tensor([[1.0, c], [0.0, c]]) / tau
+    expect_nce = (-torch.log_softmax(s, 1)[0, 0] - torch.log_softmax(s, 1)[1, 1]).item() / 2
+    assert infonce_loss(q, p, tau).item() == pytest.approx(expect_nce, rel=1e-6)
+    # extra random negatives only add columns
+    assert pairwise_loss(q, torch.cat([p, torch.tensor([[-1.0, 0.0]])]), tau).item() > 0
+
+
+# ------------------------------------------------------------------------------------------------ encoder
+
+
+def test_pooling_is_the_same_in_training_and_inference(tiny_llm):
+    cfg = FinetuneConfig(max_query_tokens=64)
+    enc = LLMEncoder(tiny_llm, cfg).eval()
+    with torch.no_grad():  # make the adapter non-trivial
+        for name, prm in enc.model.named_parameters():
+            if "lora_B" in name:
+                prm.normal_(0, 0.05)
+    texts = ["a short query", "a longer query about dinosaurs and space rockets for kids"]
+    with torch.no_grad():
+        train_time = enc.encode_queries(texts)
+        tensors = enc.trainable_state()
+        inf = LLMEncoder(tiny_llm, cfg)
+        inf.load_trainable(tensors)
+        merged = inf.merge().eval().encode_queries(texts)
+    cos = torch.nn.functional.cosine_similarity(train_time, merged, dim=1)
+    assert (cos > 0.999).all()
+    # last-token pooling reads the appended end token of each (right-padded) row
+    tok = enc.tokenize(texts, 64, True)
+    last = tok["attention_mask"].sum(1) - 1
+    assert (tok["input_ids"][torch.arange(2), last] == enc.tok.eos_token_id).all()
+
+
+def test_lora_target_that_does_not_exist_is_named(tiny_llm):
+    cfg = FinetuneConfig(lora={"target_modules": ["q_proj", "qkv_fused"]})
+    with pytest.raises(EncoderError, match=r"finetune.lora.target_modules: qkv_fused not found.*q_proj"):
+        LLMEncoder(tiny_llm, cfg)
+
+
+def test_base_model_without_chat_template_is_refused(tiny_llm, tmp_path):
+    import json
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_llm, bare)
+    tc = json.loads((bare / "tokenizer_config.json").read_text())
+    tc.pop("chat_template", None)
+    (bare / "tokenizer_config.json").write_text(json.dumps(tc))
+    (bare / "chat_template.jinja").unlink(missing_ok=True)
+    with pytest.raises(EncoderError, match="has no chat template.*use_chat_template: false"):
+        LLMEncoder(str(bare), FinetuneConfig())
+    LLMEncoder(str(bare), FinetuneConfig(use_chat_template=False))  # the documented fix works
+
+
+# ------------------------------------------------------------------------------------------------ alignment
+
+
+def test_pair_index_lookup_and_fallbacks():
+    vecs = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32)
+    idx = PairIndex(np.array([0, 0, 1]), np.array([3, 4, 2]), vecs, n_users=3, n_items=5)
+    out, has = idx.lookup(np.array([0, 0, 1, 2]), np.array([4, 2, 2, 1]), "user_mean")
+    assert has.tolist() == [True, True, True, False]
+    assert out[0].tolist() == [0.0, 1.0] and out[1].tolist() == [0.5, 0.5] and out[2].tolist() == [1.0, 1.0]
+    assert out[3].tolist() == [0.0, 0.0]  # no embedding, no mean: no mixing (never noise)
+    out, has = idx.lookup(np.array([0, 0]), np.array([4, 2]), "none")
+    assert has.tolist() == [True, False] and out[1].tolist() == [0.0, 0.0]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hnl")
+    cfg = load_config("configs/demo.yaml", ["data.n_users=60", "data.n_items=40"], run_dir=str(root))
+    prepare(cfg)
+    return cfg, RunDir(str(root))
+
+
+def fake_hardneg(run: RunDir, pairs: tuple[np.ndarray, np.ndarray], dim: int, seed: int = 0) -> None:
+    u, i = pairs
+    v = np.random.default_rng(seed).normal(size=(len(u), dim)).astype(np.float16)
+    run.write_parquet("hardneg/part-00000.parquet", pa.table({
+        "id": [f"pair:{a}:{b}" for a, b in zip(u, i)], "user_idx": u.astype(np.int32),
+        "item_idx": i.astype(np.int32), "vector": vector_column(v)}))
+    manifest.write(run, "hardneg", stage="hardneg", fp=f"fake{seed}", config_part={}, inputs={}, outputs=[],
+                   counts={}, timings={})
+
+
+def semantic_cfg(cfg, *sets):
+    return load_config("configs/demo.yaml", ["data.n_users=60", "data.n_items=40", "train.runs={}",
+                                             "train.sampler.name=semantic", "train.optim.epochs=2",
+                                             "train.sampler.semantic.cl_weight=0.1", *sets],
+                       run_dir=cfg.run_dir)
+
+
+def test_adapter_is_trained_jointly_and_mixing_changes_training(demo_run):
+    cfg, run = demo_run
+    from hnl_ray.cf.data import CFData
+    from hnl_ray.cf.semantic import build_semantic
+    from hnl_ray.cf.trainer import Trainer
+
+    data = CFData.from_run(run)
+    fake_hardneg(run, data.train, dim=24)
+    c = semantic_cfg(cfg, "train.sampler.semantic.alpha=0.5")
+    parts = build_semantic(c.train, run, data, 64, torch.device("cpu"))
+    adapter = parts.extra_modules[0]
+    before = [p.detach().clone() for p in adapter.parameters()]
+    t = Trainer(c.train, data, run, "sem-test", 0, progress=False, sampler_factory=parts.sampler_factory,
+                extra_modules=parts.extra_modules, extra_losses=parts.extra_losses, epoch_hooks=parts.epoch_hooks)
+    users, pos = data.train[0][:64], data.train[1][:64]
+    parts_loss = t._step(users, pos, 1, 0)
+    assert parts_loss["cl"] > 0
+    after = list(adapter.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))  # the reference code's adapter never moves
+    assert isinstance(adapter, Adapter)
+
+
+def test_semantic_run_end_to_end_and_alpha_zero_control(demo_run):
+    cfg, run = demo_run
+    from hnl_ray.cf.data import CFData
+
+    fake_hardneg(run, CFData.from_run(run).train, dim=24, seed=1)
+    res = train_one(semantic_cfg(cfg), run, "hnlmrec", progress=False)
+    assert res["semantic"]["llm_dim"] == 24 and 0 <= res["test"]["recall@20"] <= 1
+    res0 = train_one(semantic_cfg(cfg, "train.sampler.semantic.alpha=0"), run, "hnlmrec-a0", progress=False)
+    assert res0["test"]["recall@20"] >= 0
+
+
+def test_hardneg_dimension_mismatch_and_unknown_pairs_fail_early(demo_run):
+    cfg, run = demo_run
+    from hnl_ray.cf.data import CFData
+
+    data = CFData.from_run(run)
+    fake_hardneg(run, data.train, dim=24, seed=2)
+    with pytest.raises(SemanticInputError, match=r"hardneg holds 24-dimensional embeddings, but "
+                                                 r"train.sampler.semantic.llm_dim is 4096"):
+        train_one(semantic_cfg(cfg, "train.sampler.semantic.llm_dim=4096"), run, "bad-dim", progress=False)
+    fake_hardneg(run, (np.array([0, data.n_users + 5]), np.array([0, 1])), dim=24, seed=3)
+    with pytest.raises(SemanticInputError, match="name users or items missing from the prepared data"):
+        train_one(semantic_cfg(cfg), run, "bad-ids", progress=False)
+
+
+def test_semantic_sampler_without_its_artifact_names_the_stage(tmp_path):
+    cfg = load_config("configs/demo.yaml", ["data.n_users=40", "data.n_items=30", "train.runs={}",
+                                            "train.sampler.name=semantic-item"], run_dir=str(tmp_path))
+    prepare(cfg)
+    with pytest.raises(SemanticInputError, match=r"run `hnl-ray negatives` and `hnl-ray embed` first"):
+        train_one(cfg, RunDir(str(tmp_path)), "x", progress=False)
+
+
+# ------------------------------------------------------------------------------------------------ Ray Train
+
+
+def _fake_profiles_and_teacher(cfg, run: RunDir) -> None:
+    """Minimal upstream artifacts for fine-tuning: profiles and teacher pairs."""
+    from hnl_ray.cf.data import CFData
+
+    data = CFData.from_run(run)
+    for folder, key, n in (("profiles/items", "item_idx", data.n_items), ("profiles/users", "user_idx",
+                                                                           data.n_users)):
+        run.write_parquet(f"{folder}/part-00000.parquet", pa.table({
+            "id": [f"{key[:4]}:{k}" for k in range(n)], key: np.arange(n, dtype=np.int32),
+            "status": ["ok"] * n, "summarization": [f"profile {k}" for k in range(n)]}))
+        manifest.write(run, folder, stage=folder, fp="fake", config_part={}, inputs={}, outputs=[], counts={},
+                       timings={})
+    u, i = data.train
+    rng = np.random.default_rng(0)
+    run.write_parquet("teacher/pairs.parquet", pa.table({
+        "user_idx": u.astype(np.int32), "item_idx": i.astype(np.int32),
+        "neg_item_idx": rng.integers(0, data.n_items, len(u)).astype(np.int32)}))
+    manifest.write(run, "teacher", stage="teacher", fp="fake", config_part={}, inputs={}, outputs=[], counts={},
+                   timings={})
+
+
+def test_finetune_on_ray_train_resumes_after_a_killed_worker(ray_session, tiny_llm, tmp_path):
+    from hnl_ray.stages.finetune import run_finetune
+    from hnl_ray.stages.hardneg import run_hardneg
+
+    cfg = load_config("configs/demo.yaml", [
+        "data.n_users=40", "data.n_items=30", f"finetune.base_model={tiny_llm}", "finetune.num_workers=2",
+        "finetune.cpus_per_worker=0.5", "finetune.batch_size=4", "finetune.max_steps=12",
+        "finetune.checkpoint_every=3", "finetune.max_failures=2", "finetune.max_query_tokens=48",
+        "finetune.pairs_limit=200", "finetune.lr=0.001", "hardneg.pairs_per_user=2", "hardneg.batch_size=16"],
+        run_dir=str(tmp_path))
+    prepare(cfg)
+    run = RunDir(str(tmp_path))
+    _fake_profiles_and_teacher(cfg, run)
+    killed = {}
+
+    def killer():  # kill one training worker once the first checkpoint exists
+        deadline = time.time() + 240
+        while time.time() < deadline and not killed:
+            ckpts = list((tmp_path / "finetune" / "ray").glob("*/checkpoint_*"))
+            if ckpts:
+                from ray.util.state import list_actors
+
+                workers = [a for a in list_actors(filters=[("state", "=", "ALIVE")])
+                           if "RayTrainWorker" in a.class_name]
+                if workers:
+                    os.kill(workers[-1].pid, 9)
+                    killed["pid"] = workers[-1].pid
+            time.sleep(0.2)
+
+    th = threading.Thread(target=killer, daemon=True)
+    th.start()
+    metrics = run_finetune(cfg, run)
+    th.join(timeout=1)
+    assert killed, "no worker was killed: the run finished before its first checkpoint"
+    assert metrics["steps"] == 12 and metrics["resumed"] >= 1
+    assert (tmp_path / "finetune" / "adapter.safetensors").exists()
+    res = run_hardneg(cfg, run)
+    assert res["pairs"] > 0 and res["check_min_cosine"] >= 0.999 and res["dtype"] == "float16"

@@ -1,0 +1,191 @@
+"""The whole stage graph on small demo data (tiny random LLM for speed): caching, --force, --from/--only,
+failures that say how to resume, the report, sweeps, and a real `ray job submit` to a two-node local cluster."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hnl_ray.config import load_config
+from hnl_ray.pipeline import PipelineError, run_pipeline
+from hnl_ray.ray_utils import RayConnectError, init_ray
+from hnl_ray.stages.common import MissingInput
+from hnl_ray.storage import RunDir
+from hnl_ray.tune import SweepSpaceError, check_space
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def small(tiny_llm: str) -> list[str]:
+    return ["data.n_users=48", "data.n_items=32", "filters.k_core.user=3", "filters.k_core.item=3",
+            f"llm.model={tiny_llm}", "llm.max_new_tokens=40", f"finetune.base_model={tiny_llm}",
+            "finetune.max_steps=4", "finetune.checkpoint_every=2", "finetune.max_query_tokens=64",
+            "hardneg.pairs_per_user=1", "train.optim.epochs=6", "train.eval.patience=3"]
+
+
+@pytest.fixture(scope="module")
+def piped(ray_session, tiny_llm, tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipe")
+    cfg = load_config(os.path.join(REPO, "configs/demo.yaml"), small(tiny_llm), run_dir=str(root))
+    first = run_pipeline(cfg)
+    return cfg, RunDir(str(root)), first
+
+
+def _finished(run: RunDir, folder: str) -> str:
+    return run.read_json(f"{folder}/manifest.json")["finished_at"]
+
+
+def test_full_pipeline_writes_every_stage_and_the_report(piped):
+    cfg, run, first = piped
+    for folder in ("prepared", "profiles/items", "profiles/users", "negatives", "embeddings", "teacher",
+                   "finetune", "hardneg"):
+        assert run.exists(folder, "manifest.json"), folder
+    assert set(first["train"]) == set(cfg.train.run_names())
+    report = run.read_text("report.md")
+    for section in ("## Dataset", "## Stages", "## Sampler comparison", "learning_curves.png", "groups.png"):
+        assert section in report
+    for name in cfg.train.run_names():
+        assert f"| {name} |" in report
+    assert run.exists("report", "learning_curves.png") and run.exists("report", "groups.png")
+
+
+def test_second_run_skips_everything_and_force_train_redoes_only_training(piped):
+    cfg, run, _ = piped
+    before = {f: _finished(run, f) for f in ("prepared", "profiles/users", "finetune", "hardneg", "cf/uniform")}
+    t0 = time.perf_counter()
+    res = run_pipeline(cfg)
+    assert time.perf_counter() - t0 < 60
+    assert res["prepare"]["skipped"] and res["finetune"]["skipped"]
+    assert all(r.get("skipped") for r in res["train"].values())
+    assert {f: _finished(run, f) for f in before} == before
+    time.sleep(1.1)
+    res = run_pipeline(cfg, force=("train",))
+    assert not any(r.get("skipped") for r in res["train"].values())
+    after = {f: _finished(run, f) for f in before}
+    assert after["cf/uniform"] != before["cf/uniform"]
+    assert all(after[f] == before[f] for f in before if f != "cf/uniform")
+
+
+def test_only_and_from_and_unknown_stage(piped):
+    cfg, run, _ = piped
+    assert list(run_pipeline(cfg, only="report")) == ["report"]
+    assert list(run_pipeline(cfg, from_="train")) == ["train", "report"]
+    with pytest.raises(ValueError, match="--from: unknown stage 'trian'"):
+        run_pipeline(cfg, from_="trian")
+
+
+def test_missing_upstream_stage_names_what_to_run_first(tmp_path):
+    cfg = load_config(os.path.join(REPO, "configs/demo.yaml"), run_dir=str(tmp_path))
+    with pytest.raises(PipelineError) as err:
+        run_pipeline(cfg, only="negatives", config_path="configs/demo.yaml")
+    assert isinstance(err.value.error, MissingInput)
+    assert "run `hnl-ray prepare` first" in str(err.value)
+    assert "Resume with: hnl-ray run --config configs/demo.yaml --from negatives" in str(err.value)
+
+
+def test_a_failing_stage_keeps_finished_ones_and_says_how_to_resume(piped, tmp_path):
+    cfg, run, _ = piped
+    import shutil
+
+    shutil.copytree(run.path(), tmp_path / "copy")
+    bad = load_config(os.path.join(REPO, "configs/demo.yaml"), small(cfg.finetune.base_model) +
+                      ["finetune.lora.target_modules=[nope_proj]"], run_dir=str(tmp_path / "copy"))
+    with pytest.raises(PipelineError) as err:
+        run_pipeline(bad, config_path="demo.yaml")
+    msg = str(err.value)
+    assert "stage `finetune` failed" in msg and "nope_proj not found" in msg and "--from finetune" in msg
+    assert RunDir(str(tmp_path / "copy")).exists("teacher", "manifest.json")  # finished stages intact
+
+
+def test_ray_address_pointing_at_nothing_fails_fast(monkeypatch):
+    import ray
+
+    cfg = load_config(sets=["ray.address=127.0.0.1:1"])
+    if ray.is_initialized():
+        pytest.skip("a Ray session is already up in this process")
+    t0 = time.perf_counter()
+    with pytest.raises(RayConnectError, match=r"127.0.0.1:1"):
+        init_ray(cfg)
+    assert time.perf_counter() - t0 < 60
+
+
+def test_sweep_space_with_unknown_parameter_is_named():
+    cfg = load_config(os.path.join(REPO, "configs/tune/demo-alpha.yaml"),
+                      ["tune.space={sampler.semantic.alhpa: {grid: [0.1]}}"])
+    with pytest.raises(SweepSpaceError, match=r"tune.space.sampler.semantic.alhpa: unknown parameter .*allowed: "
+                                              r".*alpha"):
+        check_space(cfg)
+    cfg = load_config(os.path.join(REPO, "configs/tune/demo-alpha.yaml"),
+                      ["tune.space={sampler.semantic.alpha: {grid: [2.0]}}"])
+    with pytest.raises(SweepSpaceError, match="value 2.0 is not valid"):
+        check_space(cfg)
+
+
+@pytest.mark.slow
+def test_alpha_sweep_with_asha(piped):
+    from hnl_ray.tune import run_tune
+
+    cfg, run, _ = piped
+    sweep = load_config(os.path.join(REPO, "configs/tune/demo-alpha.yaml"),
+                        small(cfg.llm.model) + ["train.optim.epochs=16", "train.eval.patience=50",
+                                                "tune.grace_period=2"], run_dir=run.path())
+    res = run_tune(sweep, run)
+    assert res["trials"] == 12 and res["stopped_early"] >= 4
+    for f in ("results.csv", "results.md", "alpha.png", "best_config.yaml", "best_test.json"):
+        assert run.exists("tune", "demo-alpha", f)
+    assert set(res["test"]) >= {"recall@20", "ndcg@20"}
+
+
+@pytest.mark.slow
+def test_ray_job_submit_to_a_two_node_local_cluster(tiny_llm, tmp_path):
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+           "RAY_ADDRESS": ""}
+    env.pop("RAY_ADDRESS")
+    ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+    port, dash = 6391, 8291
+
+    def ray(*args, check=True, timeout=180):
+        return subprocess.run([ray_bin, *args], env=env, capture_output=True, text=True, timeout=timeout,
+                              check=check)
+
+    import tempfile
+
+    temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray puts sockets under it
+    ray("start", "--head", f"--port={port}", f"--dashboard-port={dash}", "--num-cpus=2",
+        "--object-store-memory=300000000", "--include-dashboard=true", "--disable-usage-stats",
+        f"--temp-dir={temp}")
+    try:
+        ray("start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--object-store-memory=200000000",
+            f"--temp-dir={temp}")
+        run_dir = tmp_path / "jobrun"
+        sets = []
+        for s in small(tiny_llm) + ["ray.num_cpus=null", "ray.object_store_memory=null"]:
+            sets += ["--set", s]
+        sub = ray("job", "submit", f"--address=http://127.0.0.1:{dash}", "--working-dir", REPO,
+                  "--runtime-env", os.path.join(REPO, "runtime_env.yaml"), "--no-wait", "--",
+                  "python", "jobs/pipeline.py", "--config", "configs/demo.yaml", "--run-dir", str(run_dir), *sets)
+        job_id = next(w for w in sub.stdout.split() if w.startswith("raysubmit_"))
+        deadline, status = time.time() + 900, ""
+        while time.time() < deadline:
+            status = ray("job", "status", f"--address=http://127.0.0.1:{dash}", job_id, check=False).stdout
+            if any(s in status for s in ("SUCCEEDED", "FAILED", "STOPPED")):
+                break
+            time.sleep(5)
+        logs = ray("job", "logs", f"--address=http://127.0.0.1:{dash}", job_id, check=False).stdout
+        assert "SUCCEEDED" in status, logs[-4000:]
+        assert (run_dir / "report.md").exists() and (run_dir / "hardneg" / "manifest.json").exists()
+        nodes = ray("status", f"--address=127.0.0.1:{port}", check=False).stdout
+        assert nodes.count("node_") >= 2 or "2 node" in nodes or "Active:" in nodes
+    finally:
+        # Stop only this cluster's processes (`ray stop` would also stop the test session's own Ray).
+        import psutil
+
+        for p in psutil.process_iter(["cmdline"]):
+            try:
+                if any(temp in part for part in (p.info["cmdline"] or [])):
+                    p.kill()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
