@@ -8,7 +8,6 @@ batch of DNS and MixGCF (M = 32 candidates, LightGCN d 64, 3 layers).
 from __future__ import annotations
 
 import random
-import time
 
 import numpy as np
 import torch

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from typing import Annotated, Optional
 
@@ -96,7 +95,9 @@ def prepare(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = 
                        f"{cfg.resolved_run_dir()}/prepared)")
 
 
-def print_runs(results: dict[str, dict], ks: tuple[int, ...] = (20,)) -> None:
+def print_runs(results: dict[str, dict], ks: tuple[int, ...] | None = None) -> None:
+    if ks is None:  # the largest cut-off the runs report
+        ks = (max(int(k.split("@")[1]) for r in results.values() for k in r["test"] if k.startswith("recall@")),)
     t = Table(title="CF runs (model chosen on validation; test evaluated once)")
     for col in ("run", "model", "sampler", "best epoch"):
         t.add_column(col)
@@ -237,8 +238,9 @@ def tune(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = Non
         _fail("tune", exc, config)
         return
     run = cfg.resolved_run_dir()
+    test = ", ".join(f"{k} {v:.4f}" for k, v in res["test"].items() if k.startswith(("recall", "ndcg")))
     out.print(f"{res['trials']} trials, {res['stopped_early']} stopped early by ASHA. Best by validation: "
-              f"{res['params']} -> test {', '.join(f'{k} {v:.4f}' for k, v in res['test'].items() if '@20' in k)}")
+              f"{res['params']} -> test {test}")
     out.print(f"Results: {run}/tune/{cfg.tune.name}/ (results.md, alpha.png, best_config.yaml); report: "
               f"{run}/report.md")
 

@@ -182,12 +182,12 @@ def write_report(cfg: Config, run: RunDir | None = None, tune_dir: str | None = 
         if curves:
             run.write_bytes("report/learning_curves.png", curves)
             lines += ["", "## Learning curves", "", "![learning curves](report/learning_curves.png)"]
-        groups, table = group_recall(run, runs)
+        groups, table = group_recall(run, runs, k=max(ks))
         if groups:
             run.write_bytes("report/groups.png", groups)
             lines += ["", "## By item popularity and user activity", "",
-                      "Test recall@20 of the interactions whose item (left) or user (right) falls in each quintile "
-                      "of training interactions.", "", "![groups](report/groups.png)"]
+                      f"Test recall@{max(ks)} of the interactions whose item (left) or user (right) falls in each "
+                      "quintile of training interactions.", "", "![groups](report/groups.png)"]
             run.write_json("report/groups.json", table)
     tune_dir = tune_dir or next(iter(sorted(_dirs(run, "tune"))), None)
     if tune_dir and run.exists("tune", tune_dir, "results.md"):

@@ -122,7 +122,6 @@ def _trial(params: dict, *, base: dict, run_uri: str, seed: int, metric: str) ->
 
 
 def run_tune(cfg: Config, run: RunDir | None = None) -> dict:
-    import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 

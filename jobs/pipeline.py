@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 
 from _common import parse
 
@@ -31,6 +32,7 @@ def main() -> None:
                            config_path=args.config,
                            on_stage=lambda s, r, t: print(f"stage {s} done in {t:.1f} s", flush=True))
     except PipelineError as exc:
+        traceback.print_exception(exc.__cause__)  # the job log is all a cluster user sees
         print(exc, file=sys.stderr)
         raise SystemExit(1) from None
     print(json.dumps({k: v for k, v in res.items() if k in ("train", "report")}, indent=1, default=str)[:5000])

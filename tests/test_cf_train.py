@@ -17,6 +17,9 @@ from hnl_ray.config import load_config
 from hnl_ray.data.prepare import prepare
 from hnl_ray.storage import RunDir
 
+# A larger synthetic catalog than the demo's (K = 20 must be a small share of the items).
+DATA = ["data.n_users=300", "data.n_items=200", "data.mean_interactions=22", "filters.k_core={user: 5, item: 5}",
+        "train.eval.ks=[10, 20]", "train.eval.metric=ndcg@20"]
 FAST = ["train.optim.lr=0.01", "train.optim.batch_size=512", "train.optim.epochs=40", "train.eval.patience=8",
         "train.model.dim=32"]
 
@@ -24,14 +27,14 @@ FAST = ["train.optim.lr=0.01", "train.optim.batch_size=512", "train.optim.epochs
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("cfdemo")
-    cfg = load_config("configs/demo.yaml", run_dir=str(root / "run"))
+    cfg = load_config("configs/demo.yaml", DATA, run_dir=str(root / "run"))
     prepare(cfg)
     return cfg, RunDir(str(root / "run"))
 
 
 def cfg_for(demo_run, tmp_path, *sets):
     cfg, run = demo_run
-    c = load_config("configs/demo.yaml", [*FAST, "train.runs={}", *sets], run_dir=str(tmp_path))
+    c = load_config("configs/demo.yaml", [*DATA, *FAST, "train.runs={}", *sets], run_dir=str(tmp_path))
     # reuse the prepared data of the module fixture
     import shutil
 
@@ -119,7 +122,7 @@ def test_stage_skips_when_fresh_and_redoes_on_change(demo_run, tmp_path):
     first = train_one(cfg, run, "lightgcn-uniform", progress=False)
     assert not first.get("skipped")
     assert train_one(cfg, run, "lightgcn-uniform", progress=False).get("skipped")
-    cfg2, _ = load_config("configs/demo.yaml", [*FAST, "train.runs={}", "train.optim.epochs=3"],
+    cfg2, _ = load_config("configs/demo.yaml", [*DATA, *FAST, "train.runs={}", "train.optim.epochs=3"],
                           run_dir=str(tmp_path)), None
     again = train_one(cfg2, run, "lightgcn-uniform", progress=False)
     assert not again.get("skipped") and again["epochs_run"] == 3
@@ -128,7 +131,8 @@ def test_stage_skips_when_fresh_and_redoes_on_change(demo_run, tmp_path):
 def test_cli_train_named_runs_and_missing_prepare(demo_run, tmp_path):
     cfg, run = cfg_for(demo_run, tmp_path)
     runner = CliRunner()
-    res = runner.invoke(app, ["train", "--config", "configs/demo.yaml", "--run-dir", str(tmp_path),
+    sets = [x for s in DATA for x in ("--set", s)]
+    res = runner.invoke(app, ["train", "--config", "configs/demo.yaml", "--run-dir", str(tmp_path), *sets,
                               "--set", "train.optim.epochs=2", "--run", "dns"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "cf" / "dns" / "metrics.json").exists() and not (tmp_path / "cf" / "uniform").exists()

@@ -193,9 +193,9 @@ def test_semantic_run_end_to_end_and_alpha_zero_control(demo_run):
 
     fake_hardneg(run, CFData.from_run(run).train, dim=24, seed=1)
     res = train_one(semantic_cfg(cfg), run, "hnlmrec", progress=False)
-    assert res["semantic"]["llm_dim"] == 24 and 0 <= res["test"]["recall@20"] <= 1
+    assert res["semantic"]["llm_dim"] == 24 and 0 <= res["test"]["recall@10"] <= 1
     res0 = train_one(semantic_cfg(cfg, "train.sampler.semantic.alpha=0"), run, "hnlmrec-a0", progress=False)
-    assert res0["test"]["recall@20"] >= 0
+    assert res0["test"]["recall@10"] >= 0
 
 
 def test_hardneg_dimension_mismatch_and_unknown_pairs_fail_early(demo_run):
@@ -250,9 +250,9 @@ def test_finetune_on_ray_train_resumes_after_a_killed_worker(ray_session, tiny_l
 
     cfg = load_config("configs/demo.yaml", [
         "data.n_users=40", "data.n_items=30", f"finetune.base_model={tiny_llm}", "finetune.num_workers=2",
-        "finetune.cpus_per_worker=0.5", "finetune.batch_size=4", "finetune.max_steps=12",
+        "finetune.cpus_per_worker=0.5", "finetune.batch_size=4", "finetune.max_steps=40",
         "finetune.checkpoint_every=3", "finetune.max_failures=2", "finetune.max_query_tokens=48",
-        "finetune.pairs_limit=200", "finetune.lr=0.001", "hardneg.pairs_per_user=2", "hardneg.batch_size=16"],
+        "finetune.epochs=3", "finetune.lr=0.001", "hardneg.pairs_per_user=2", "hardneg.batch_size=16"],
         run_dir=str(tmp_path))
     prepare(cfg)
     run = RunDir(str(tmp_path))
@@ -262,23 +262,24 @@ def test_finetune_on_ray_train_resumes_after_a_killed_worker(ray_session, tiny_l
     def killer():  # kill one training worker once the first checkpoint exists
         deadline = time.time() + 240
         while time.time() < deadline and not killed:
-            ckpts = list((tmp_path / "finetune" / "ray").glob("*/checkpoint_*"))
-            if ckpts:
-                from ray.util.state import list_actors
+            # a checkpoint the controller has registered (its snapshot names one), not one mid-upload
+            snaps = list((tmp_path / "finetune" / "ray").glob("*/checkpoint_manager_snapshot.json"))
+            if snaps and "checkpoint_dir_name" in snaps[0].read_text():
+                import psutil
 
-                workers = [a for a in list_actors(filters=[("state", "=", "ALIVE")])
-                           if "RayTrainWorker" in a.class_name]
+                workers = [p for p in psutil.process_iter(["cmdline"])
+                           if any("RayTrainWorker" in c for c in (p.info["cmdline"] or []))]
                 if workers:
-                    os.kill(workers[-1].pid, 9)
+                    workers[-1].kill()
                     killed["pid"] = workers[-1].pid
-            time.sleep(0.2)
+            time.sleep(0.1)
 
     th = threading.Thread(target=killer, daemon=True)
     th.start()
     metrics = run_finetune(cfg, run)
     th.join(timeout=1)
     assert killed, "no worker was killed: the run finished before its first checkpoint"
-    assert metrics["steps"] == 12 and metrics["resumed"] >= 1
+    assert metrics["steps"] == 40 and metrics["resumed"] >= 1
     assert (tmp_path / "finetune" / "adapter.safetensors").exists()
     res = run_hardneg(cfg, run)
     assert res["pairs"] > 0 and res["check_min_cosine"] >= 0.999 and res["dtype"] == "float16"

@@ -1,7 +1,6 @@
 """The whole stage graph on small demo data (tiny random LLM for speed): caching, --force, --from/--only,
 failures that say how to resume, the report, sweeps, and a real `ray job submit` to a two-node local cluster."""
 
-import json
 import os
 import subprocess
 import sys
@@ -136,15 +135,17 @@ def test_alpha_sweep_with_asha(piped):
     assert res["trials"] == 12 and res["stopped_early"] >= 4
     for f in ("results.csv", "results.md", "alpha.png", "best_config.yaml", "best_test.json"):
         assert run.exists("tune", "demo-alpha", f)
-    assert set(res["test"]) >= {"recall@20", "ndcg@20"}
+    assert set(res["test"]) >= {"recall@10", "ndcg@10"}
 
 
 @pytest.mark.slow
 def test_ray_job_submit_to_a_two_node_local_cluster(tiny_llm, tmp_path):
+    # The job's `python` is looked up on the nodes' PATH: put this interpreter's bin first (an activated venv).
+    bindir = os.path.dirname(sys.executable)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
-           "RAY_ADDRESS": ""}
+           "PATH": bindir + os.pathsep + os.environ.get("PATH", ""), "RAY_ADDRESS": ""}
     env.pop("RAY_ADDRESS")
-    ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+    ray_bin = os.path.join(bindir, "ray")
     port, dash = 6391, 8291
 
     def ray(*args, check=True, timeout=180):
@@ -154,38 +155,48 @@ def test_ray_job_submit_to_a_two_node_local_cluster(tiny_llm, tmp_path):
     import tempfile
 
     temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray puts sockets under it
+    # The second node needs its own temp dir: sharing one, its runtime-env agent garbage-collects the job's
+    # working_dir that the head's driver is running in (the driver then dies with its cwd gone).
+    temp2 = tempfile.mkdtemp(prefix="rj", dir="/tmp")
     ray("start", "--head", f"--port={port}", f"--dashboard-port={dash}", "--num-cpus=2",
         "--object-store-memory=300000000", "--include-dashboard=true", "--disable-usage-stats",
         f"--temp-dir={temp}")
     try:
         ray("start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--object-store-memory=200000000",
-            f"--temp-dir={temp}")
+            f"--temp-dir={temp2}")
+        # The dashboard's job API comes up a little after `ray start` returns.
+        for _ in range(60):
+            if ray("job", "list", f"--address=http://127.0.0.1:{dash}", check=False, timeout=30).returncode == 0:
+                break
+            time.sleep(2)
         run_dir = tmp_path / "jobrun"
         sets = []
         for s in small(tiny_llm) + ["ray.num_cpus=null", "ray.object_store_memory=null"]:
             sets += ["--set", s]
-        sub = ray("job", "submit", f"--address=http://127.0.0.1:{dash}", "--working-dir", REPO,
+        job_id = f"hnl-test-{os.getpid()}"
+        ray("job", "submit", f"--address=http://127.0.0.1:{dash}", "--submission-id", job_id, "--working-dir", REPO,
                   "--runtime-env", os.path.join(REPO, "runtime_env.yaml"), "--no-wait", "--",
                   "python", "jobs/pipeline.py", "--config", "configs/demo.yaml", "--run-dir", str(run_dir), *sets)
-        job_id = next(w for w in sub.stdout.split() if w.startswith("raysubmit_"))
         deadline, status = time.time() + 900, ""
         while time.time() < deadline:
-            status = ray("job", "status", f"--address=http://127.0.0.1:{dash}", job_id, check=False).stdout
-            if any(s in status for s in ("SUCCEEDED", "FAILED", "STOPPED")):
+            st = ray("job", "status", f"--address=http://127.0.0.1:{dash}", job_id, check=False)
+            status = st.stdout + st.stderr  # Ray's CLI logs the status line to stderr
+            if any(s in status.upper() for s in ("SUCCEEDED", "FAILED", "STOPPED")):
                 break
             time.sleep(5)
-        logs = ray("job", "logs", f"--address=http://127.0.0.1:{dash}", job_id, check=False).stdout
-        assert "SUCCEEDED" in status, logs[-4000:]
+        got = ray("job", "logs", f"--address=http://127.0.0.1:{dash}", job_id, check=False)
+        logs = got.stdout + got.stderr
+        assert "SUCCEEDED" in status.upper(), logs[-4000:]
         assert (run_dir / "report.md").exists() and (run_dir / "hardneg" / "manifest.json").exists()
         nodes = ray("status", f"--address=127.0.0.1:{port}", check=False).stdout
-        assert nodes.count("node_") >= 2 or "2 node" in nodes or "Active:" in nodes
+        assert nodes.count("node_") >= 2, nodes
     finally:
         # Stop only this cluster's processes (`ray stop` would also stop the test session's own Ray).
         import psutil
 
         for p in psutil.process_iter(["cmdline"]):
             try:
-                if any(temp in part for part in (p.info["cmdline"] or [])):
+                if any(t in part for part in (p.info["cmdline"] or []) for t in (temp, temp2)):
                     p.kill()
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 pass

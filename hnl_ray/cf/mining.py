@@ -59,6 +59,14 @@ def mine_hard_negatives(users: np.ndarray, pos: np.ndarray, user_emb: torch.Tens
             uv = user_emb[torch.from_numpy(u)]
             scores = torch.einsum("bd,bmd->bm", uv, item_emb[torch.from_numpy(cand)])
             pos_score[s: s + len(u)] = (uv * item_emb[torch.from_numpy(p)]).sum(1).numpy()
+        # Candidates are drawn with replacement: a repeated item must not fill the guard's top slots twice.
+        srt = np.sort(cand, axis=1)
+        dup_sorted = np.zeros_like(cand, dtype=bool)
+        dup_sorted[:, 1:] = srt[:, 1:] == srt[:, :-1]
+        first = np.argsort(cand, axis=1, kind="stable")
+        dup = np.zeros_like(dup_sorted)
+        np.put_along_axis(dup, first, dup_sorted, axis=1)
+        scores = scores.masked_fill(torch.from_numpy(dup), -torch.inf)
         order = torch.argsort(scores, dim=1, descending=True).numpy()[:, :guard_top]
         chosen = np.full(len(u), -1, np.int64)
         for g in range(order.shape[1]):

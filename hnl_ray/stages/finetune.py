@@ -22,7 +22,6 @@ import time
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .. import manifest
 from ..config import Config
@@ -104,6 +103,7 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
             state = json.load(open(os.path.join(d, "state.json")))
         step, epoch, start_batch, history = state["step"], state["epoch"], state["batch"], state["history"]
         history.append({"event": "resumed", "step": step})
+        print(f"[finetune] rank {rank}: resumed from the checkpoint at step {step}", flush=True)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_gpu else torch.autocast("cpu", enabled=False)
     rng = np.random.default_rng(config["seed"] + 1000 * rank + step)
     extra = config.get("random_items") or []
@@ -157,7 +157,8 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
             with autocast:
                 q = model(**enc_q, cf=cfq.to(device) if cfq is not None else None)
                 p = model(**enc_p)
-                qg, pg = gather(q), gather(p)
+                n = q.shape[0]  # positives first (aligned with the gathered queries), extra negatives after
+                qg, pg = gather(q), torch.cat([gather(p[:n]), gather(p[n:])]) if p.shape[0] > n else gather(p)
                 loss = contrastive_loss(cfg.loss, qg, pg, cfg.temperature) / cfg.grad_accum
             tokens += int(enc_q["attention_mask"].sum() + enc_p["attention_mask"].sum())
             loss.backward()
@@ -305,4 +306,4 @@ def _cf_rows(run: RunDir, rows: pa.Table):
     return torch.stack([t["users"][u], t["items"][i]], 1)
 
 
-__all__ = ["run_finetune", "supervision", "pc"]
+__all__ = ["run_finetune", "supervision"]

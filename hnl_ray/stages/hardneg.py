@@ -143,7 +143,9 @@ def run_hardneg(cfg: Config, run: RunDir | None = None, force: bool = False) -> 
                                      "vector": vector_column(np.asarray(b["vector"], dtype=np.float16))}))
             writer.close()
     out = read_shards(run, FOLDER)
-    sample = out.slice(0, min(h.check_rows, out.num_rows)).join(table.select(["id", "query"]), "id")
+    sample = out.slice(0, min(h.check_rows, out.num_rows))
+    query_of = dict(zip(table["id"].to_pylist(), table["query"].to_pylist()))
+    sample = sample.append_column("query", pa.array([query_of[i] for i in sample["id"].to_pylist()]))
     with timings("check"):
         cos = consistency(cfg, base_path, run, sample)
     if cos < MIN_COSINE:

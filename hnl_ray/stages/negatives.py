@@ -12,7 +12,6 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from .. import manifest
 from ..config import Config
 from ..llm import prompts
 from ..storage import RunDir
@@ -83,4 +82,4 @@ def load(run: RunDir) -> pa.Table:
     return read_shards(run, FOLDER)
 
 
-__all__ = ["run_negatives", "sample_pairs", "load", "manifest"]
+__all__ = ["run_negatives", "sample_pairs", "load"]

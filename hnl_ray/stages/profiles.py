@@ -17,7 +17,7 @@ from .. import manifest
 from ..config import Config
 from ..llm import prompts
 from ..llm.engines.base import build_engine
-from ..llm.generate import read_shards, run_generation
+from ..llm.generate import ShardWriter, read_shards, run_generation
 from ..storage import RunDir
 from .common import begin, ensure_ray, need, prepared
 
@@ -169,6 +169,29 @@ def llm_identity(cfg: Config) -> dict:
     return cfg.llm.model_dump(mode="json", exclude=resources)
 
 
+def text_profiles(cfg: Config, run: RunDir, items: pa.Table, inputs: dict, part: dict, force: bool) -> dict:
+    """Item profiles taken from the items' own text (no LLM): same shards and columns, status ok."""
+    fp = manifest.fingerprint({**part, "item_source": "text"}, inputs)
+    if begin(run, ITEMS, fp, force):
+        return {**manifest.load(run, ITEMS)["counts"], "skipped": True}
+    rows = []
+    for it in items.to_pylist()[: cfg.profiles.max_items]:
+        text = ". ".join(str(x) for x in (it.get("title"), ", ".join(it.get("categories") or []),
+                                          _clip(it.get("description"), 300)) if x)
+        rows.append({"id": f"item:{it['item_idx']}", "item_idx": it["item_idx"], "no_text": not text,
+                     "status": "ok" if text else "failed", "attempts": 0,
+                     "error": None if text else "the item has no text", "raw": None, "prompt_tokens": 0,
+                     "gen_tokens": 0, "truncated": False, "summarization": _clip(text, 400) or None,
+                     "reasoning": "the item's own text (profiles.item_source: text)"})
+    writer = ShardWriter(run, ITEMS, max(1, len(rows)))
+    writer.add(rows)
+    writer.close()
+    counts = {"rows": len(rows), "status": stage_status(run, ITEMS), "source": "item text"}
+    manifest.write(run, ITEMS, stage="profiles-items", fp=fp, config_part=part, inputs=inputs, outputs=[],
+                   counts=counts, timings={})
+    return counts
+
+
 def run_profiles(cfg: Config, run: RunDir | None = None, force: bool = False) -> dict:
     run = run or RunDir(cfg.resolved_run_dir())
     prep = need(run, "prepared", "prepare", "prepared data")
@@ -176,11 +199,14 @@ def run_profiles(cfg: Config, run: RunDir | None = None, force: bool = False) ->
     domain = prompts.domain_for(cfg.llm.domain, cfg.data.format)
     t_items = prompts.load("item_profile", domain, cfg.llm.prompts_dir)
     t_users = prompts.load("user_profile", domain, cfg.llm.prompts_dir)
-    table, extra = item_prompts(cfg, data["items"], data["train"], t_items)
     inputs = {"prepared": prep["fingerprint"]}
     part = {"profiles": cfg.profiles.model_dump(mode="json")}
-    out = {"items": generation_stage(cfg, run, ITEMS, table, t_items, ("item_idx", "no_text"), extra, inputs,
-                                     force, part)}
+    if cfg.profiles.item_source == "text":
+        out = {"items": text_profiles(cfg, run, data["items"], inputs, part, force)}
+    else:
+        table, extra = item_prompts(cfg, data["items"], data["train"], t_items)
+        out = {"items": generation_stage(cfg, run, ITEMS, table, t_items, ("item_idx", "no_text"), extra, inputs,
+                                         force, part)}
     item_fp = manifest.load(run, ITEMS)["fingerprint"]
     table, extra = user_prompts(cfg, data["users"], data["train"], data["items"],
                                 profile_texts(run, ITEMS, "item_idx"), t_users, TokenCounter(cfg))

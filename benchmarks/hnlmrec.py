@@ -1,0 +1,110 @@
+"""HNLMRec against classic and semantic samplers on a shared dataset, all LLM work on CPU with the offline models.
+
+Dataset: amazon-scientific (its leave-one-out split) by default. LightGCN, the same settings for every sampler,
+3 seeds, model chosen on validation, test evaluated once per run. Samplers: uniform, DNS, MixGCF, semantic
+method 1 (text -> embedding), semantic-item (grounded ids), HNLMRec; controls: uniform with the margin loss, and
+HNLMRec with alpha = 0 (the contrastive term only). Item profiles are the items' own text
+(`profiles.item_source: text`, one LLM call per item saved); user profiles, hard negatives (one pair per user),
+fine-tuning (SmolLM2-135M, LoRA, 2 Ray Train workers) and hard-negative inference run for real.
+
+    python -m benchmarks.hnlmrec [--dataset amazon-scientific] [--stage-only | --cf-only] [--seeds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from hnl_ray.cf.stage import train_one
+from hnl_ray.config import load_config
+from hnl_ray.pipeline import run_pipeline
+from hnl_ray.ray_utils import init_ray
+
+from ._common import ROOT, WORK, console, report
+
+LLM = ["profiles.item_source=text", "profiles.user_history=8", "profiles.user_token_budget=200",
+       "llm.max_new_tokens=72", "llm.batch_size=32", "negatives.pairs_per_user=1",
+       "teacher.train={sampler: {name: dns, candidates: 16}, optim: {lr: 0.002, batch_size: 1024, epochs: 300}, "
+       "eval: {patience: 20}}",
+       "teacher.candidates=64", "finetune.num_workers=2", "finetune.cpus_per_worker=0.5", "finetune.batch_size=12",
+       "finetune.max_steps=240", "finetune.checkpoint_every=40", "finetune.max_query_tokens=160",
+       "finetune.lr=0.0005", "hardneg.pairs_per_user=2", "hardneg.batch_size=32", "ray.num_cpus=2"]
+CF = ["train.model.name=lightgcn", "train.model.dim=64", "train.model.layers=3", "train.optim.lr=0.002",
+      "train.optim.batch_size=1024", "train.optim.epochs=400", "train.eval.metric=ndcg@20",
+      "train.eval.patience=20", "train.runs={}"]
+ALPHA = 0.05
+SAMPLERS = {
+    "uniform": {},
+    "dns": {"sampler": {"name": "dns", "candidates": 32}},
+    "mixgcf": {"sampler": {"name": "mixgcf", "candidates": 32}},
+    "semantic-m1": {"sampler": {"name": "semantic", "semantic": {"source": "negatives", "alpha": ALPHA}}},
+    "semantic-item": {"sampler": {"name": "semantic-item"}},
+    "hnlmrec": {"sampler": {"name": "semantic", "semantic": {"source": "hardneg", "alpha": ALPHA}}},
+    "uniform-margin": {"loss": {"name": "margin", "margin": 0.3}},
+    "hnlmrec-alpha0": {"sampler": {"name": "semantic", "semantic": {"source": "hardneg", "alpha": 0.0}}},
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="amazon-scientific", choices=["amazon-scientific", "amazon-toys-p5"])
+    ap.add_argument("--stage-only", action="store_true", help="only the LLM and HNLMRec stages")
+    ap.add_argument("--cf-only", action="store_true", help="only the CF runs (stages already done)")
+    ap.add_argument("--seeds", type=int, default=3)
+    args = ap.parse_args()
+    run_dir = str(WORK / f"hnlmrec-{args.dataset}")
+    cfg = load_config(ROOT / "configs" / f"{args.dataset}.yaml", [*LLM, *CF], run_dir=run_dir)
+    init_ray(cfg)
+    stage_times = {}
+    if not args.cf_only:
+        def on_stage(stage, res, seconds):
+            stage_times[stage] = seconds
+            console.print(f"{stage}: {seconds:.0f} s")
+
+        for stage in ("prepare", "profiles", "negatives", "embed", "teacher", "finetune", "hardneg"):
+            run_pipeline(cfg, only=stage, on_stage=on_stage)
+    if args.stage_only:
+        return
+    from hnl_ray.storage import RunDir
+
+    run = RunDir(run_dir)
+    runs: dict[str, list[dict]] = {}
+    for name, override in SAMPLERS.items():
+        for seed in range(1, args.seeds + 1):
+            over = {**override, "seed": seed}
+            c = load_config(ROOT / "configs" / f"{args.dataset}.yaml", [*LLM, *CF], run_dir=run_dir)
+            tcfg = c.train.model_validate(_merge(c.train.model_dump(exclude={"runs"}), over))
+            t0 = time.perf_counter()
+            res = train_one(c, run, f"bench-{name}-s{seed}", tcfg=tcfg, progress=False)
+            res["wall_s"] = time.perf_counter() - t0
+            runs.setdefault(name, []).append(res)
+            console.print(f"{name} seed {seed}: test R@20 {res['test']['recall@20']:.4f} "
+                          f"N@20 {res['test']['ndcg@20']:.4f} (best epoch {res['best_epoch']})")
+    rows, summary = [], {}
+    for name, rs in runs.items():
+        m = {k: statistics.mean(r["test"][k] for r in rs) for k in ("recall@20", "ndcg@20")}
+        sd = {k: statistics.pstdev(r["test"][k] for r in rs) for k in ("recall@20", "ndcg@20")}
+        v = {k: statistics.mean(r["valid"][k] for r in rs) for k in ("recall@20", "ndcg@20")}
+        summary[name] = {"test_mean": m, "test_std": sd, "valid_mean": v,
+                         "runs": [{k: r[k] for k in ("seed", "best_epoch", "valid", "test")} for r in rs]}
+        rows.append([name, f"{v['recall@20']:.4f} / {v['ndcg@20']:.4f}",
+                     f"{m['recall@20']:.4f} ± {sd['recall@20']:.4f}", f"{m['ndcg@20']:.4f} ± {sd['ndcg@20']:.4f}"])
+    manifests = {s: run.read_json(f"{f}/manifest.json") for s, f in (
+        ("profiles-users", "profiles/users"), ("negatives", "negatives"), ("finetune", "finetune"),
+        ("hardneg", "hardneg"), ("teacher", "teacher")) if run.exists(f, "manifest.json")}
+    report(f"hnlmrec-{args.dataset}", f"LightGCN on {args.dataset}, {args.seeds} seeds: valid R@20 / N@20 (mean), "
+           "test R@20 and N@20 (mean ± std)", ["sampler", "valid", "test R@20", "test N@20"], rows,
+           {"dataset": args.dataset, "alpha": ALPHA, "llm_settings": LLM, "cf_settings": CF, "samplers": summary,
+            "stage_counts": {k: m.get("counts") for k, m in manifests.items()},
+            "stage_timings": {k: m.get("timings_s") for k, m in manifests.items()}})
+
+
+def _merge(base: dict, over: dict) -> dict:
+    from hnl_ray.config.loader import deep_merge
+
+    return deep_merge(base, over)
+
+
+if __name__ == "__main__":
+    main()
