@@ -110,15 +110,17 @@ def _trial(params: dict, *, base: dict, run_uri: str, seed: int, metric: str) ->
     kwargs = semantic_parts(tcfg, main, data)
     trainer = Trainer(tcfg, data, local, "trial", seed, progress=False, **kwargs)
 
+    key = metric.removeprefix("valid_")  # reported as valid_<metric>; the trainer's dicts say <metric>
+
     def report(epoch: int, valid: dict, folder: str) -> None:
         with tempfile.TemporaryDirectory() as d:
             for f in ("state.json", "last.safetensors"):
                 shutil.copy(local.path(folder, f), os.path.join(d, f))
-            ray.tune.report({metric: valid[metric], "epoch": epoch, "finished": 0},
+            ray.tune.report({metric: valid[key], "epoch": epoch, "finished": 0},
                             checkpoint=Checkpoint.from_directory(d))
 
     res = trainer.fit(on_eval=report, evaluate_test=False)
-    ray.tune.report({metric: res["valid"][metric], "epoch": res["epochs_run"], "finished": 1})
+    ray.tune.report({metric: res["valid"][key], "epoch": res["epochs_run"], "finished": 1})
 
 
 def run_tune(cfg: Config, run: RunDir | None = None) -> dict:
@@ -185,6 +187,9 @@ def summarise(cfg: Config, run: RunDir, grid, metric: str) -> dict:
                      "trial_dir": r.path, "error": str(r.error)[:200] if r.error else None})
     if not rows:
         raise RuntimeError("the sweep produced no results")
+    if all(x["error"] for x in rows):
+        raise RuntimeError(f"every trial of the sweep failed; the first error: {rows[0]['error']} "
+                           f"(full traceback in {rows[0]['trial_dir']}/error.txt)")
     rows.sort(key=lambda x: -np.nan_to_num(x["best_valid"], nan=-1))
     stopped = sum(1 for x in rows if not x["finished"] and not x["error"])
     run.write_text(f"{folder}/results.csv", _csv(rows))
@@ -193,7 +198,7 @@ def summarise(cfg: Config, run: RunDir, grid, metric: str) -> dict:
           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for x in rows:
         md.append("| " + " | ".join([*(str(x[k]) for k in t.space), f"{x['best_valid']:.4f}", str(x["epochs"]),
-                                     "yes" if not x["finished"] else "no"]) + " |")
+                                     "failed" if x["error"] else "yes" if not x["finished"] else "no"]) + " |")
     run.write_text(f"{folder}/results.md", "\n".join(md) + "\n")
     png = alpha_plot(rows, t)
     if png:

@@ -149,8 +149,9 @@ def test_ray_job_submit_to_a_two_node_local_cluster(tiny_llm, tmp_path):
     port, dash = 6391, 8291
 
     def ray(*args, check=True, timeout=180):
-        return subprocess.run([ray_bin, *args], env=env, capture_output=True, text=True, timeout=timeout,
-                              check=check)
+        done = subprocess.run([ray_bin, *args], env=env, capture_output=True, text=True, timeout=timeout)
+        assert not check or done.returncode == 0, f"ray {args[:2]} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        return done
 
     import tempfile
 

@@ -59,6 +59,8 @@ class FinetuneConfig(Section):
     batch_size: int = Field(16, ge=2, description="Pairs per worker per step (in-batch negatives come from the "
                                                   "global batch).")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: a "
+                                                            "fraction of the activation memory for ~30% more compute.")
     lr: float = Field(2e-4, gt=0, description="AdamW learning rate.")
     epochs: int = Field(1, ge=1, description="Passes over the supervision pairs.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimiser steps (quick runs).")

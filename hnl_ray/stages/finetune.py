@@ -84,6 +84,8 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
         t = lf(config["cf_path"])
         cf_vecs = (t["users"], t["items"])
     enc = LLMEncoder(config["base_path"], cfg, cf_dim=cf_vecs[0].shape[1] if cf_vecs else None)
+    if cfg.gradient_checkpointing:  # non-reentrant: works with frozen (LoRA) inputs and DDP's static graph
+        enc.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if world > 1 or use_gpu:
         # Queries and items go through the same module in two forward passes per step: DDP needs a static graph.
         kwargs = {"static_graph": True} if cfg.strategy == "ddp" else {}
