@@ -154,7 +154,8 @@ def run_hardneg(cfg: Config, run: RunDir | None = None, force: bool = False) -> 
     dim = out["vector"].type.list_size
     counts = {"pairs": out.num_rows, "dim": dim, "dtype": "float16", "check_min_cosine": round(cos, 6),
               "bytes_per_million_pairs_in_memory": dim * 2 * 10**6,
-              "parquet_bytes": sum(os.path.getsize(run.local_path(FOLDER, n)) for n in run.list(FOLDER, ".parquet"))
+              "parquet_bytes": sum(os.path.getsize(run.local_path(FOLDER, n))
+                                   for n in run.list(FOLDER, suffix=".parquet"))
               if run.is_local else None}
     manifest.write(run, FOLDER, stage="hardneg", fp=fp, config_part=part, inputs=inputs, outputs=[],
                    counts=counts, timings=dict(timings))
