@@ -175,9 +175,15 @@ def test_ray_job_submit_to_a_two_node_local_cluster(tiny_llm, tmp_path):
         for s in small(tiny_llm) + ["ray.num_cpus=null", "ray.object_store_memory=null"]:
             sets += ["--set", s]
         job_id = f"hnl-test-{os.getpid()}"
-        ray("job", "submit", f"--address=http://127.0.0.1:{dash}", "--submission-id", job_id, "--working-dir", REPO,
-                  "--runtime-env", os.path.join(REPO, "runtime_env.yaml"), "--no-wait", "--",
-                  "python", "jobs/pipeline.py", "--config", "configs/demo.yaml", "--run-dir", str(run_dir), *sets)
+        submit = ["job", "submit", f"--address=http://127.0.0.1:{dash}", "--submission-id", job_id,
+                  "--working-dir", REPO, "--runtime-env", os.path.join(REPO, "runtime_env.yaml"), "--no-wait", "--",
+                  "python", "jobs/pipeline.py", "--config", "configs/demo.yaml", "--run-dir", str(run_dir), *sets]
+        for _ in range(40):  # the job API answers before the nodes' agents have registered ("No available agent")
+            done = ray(*submit, check=False)
+            if done.returncode == 0 or "No available agent" not in done.stdout + done.stderr:
+                break
+            time.sleep(3)
+        assert done.returncode == 0, f"ray job submit failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         deadline, status = time.time() + 900, ""
         while time.time() < deadline:
             st = ray("job", "status", f"--address=http://127.0.0.1:{dash}", job_id, check=False)
@@ -189,7 +195,8 @@ def test_ray_job_submit_to_a_two_node_local_cluster(tiny_llm, tmp_path):
         logs = got.stdout + got.stderr
         assert "SUCCEEDED" in status.upper(), logs[-4000:]
         assert (run_dir / "report.md").exists() and (run_dir / "hardneg" / "manifest.json").exists()
-        nodes = ray("status", f"--address=127.0.0.1:{port}", check=False).stdout
+        st = ray("status", f"--address=127.0.0.1:{port}", check=False)
+        nodes = st.stdout + st.stderr
         assert nodes.count("node_") >= 2, nodes
     finally:
         # Stop only this cluster's processes (`ray stop` would also stop the test session's own Ray).
