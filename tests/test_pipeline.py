@@ -161,10 +161,12 @@ def test_ray_job_submit_to_a_two_node_local_cluster(tiny_llm, tmp_path):
     temp2 = tempfile.mkdtemp(prefix="rj", dir="/tmp")
     ray("start", "--head", f"--port={port}", f"--dashboard-port={dash}", "--num-cpus=2",
         "--object-store-memory=300000000", "--include-dashboard=true", "--disable-usage-stats",
-        f"--temp-dir={temp}")
+        "--dashboard-agent-listen-port=52491", f"--temp-dir={temp}")
     try:
+        # Own agent ports: the suite's Ray already holds the default (52365), and a node whose agent cannot bind
+        # never registers, so the job API keeps answering "No available agent".
         ray("start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--object-store-memory=200000000",
-            f"--temp-dir={temp2}")
+            "--dashboard-agent-listen-port=52492", f"--temp-dir={temp2}")
         # The dashboard's job API comes up a little after `ray start` returns.
         for _ in range(60):
             if ray("job", "list", f"--address=http://127.0.0.1:{dash}", check=False, timeout=30).returncode == 0:
