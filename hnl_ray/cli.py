@@ -137,16 +137,6 @@ def train(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = No
     print_runs(results)
 
 
-STAGE_FUNCS = {
-    "profiles": ("hnl_ray.stages.profiles", "run_profiles"),
-    "negatives": ("hnl_ray.stages.negatives", "run_negatives"),
-    "embed": ("hnl_ray.stages.embed", "run_embed"),
-    "teacher": ("hnl_ray.stages.teacher", "run_teacher"),
-    "finetune": ("hnl_ray.stages.finetune", "run_finetune"),
-    "hardneg": ("hnl_ray.stages.hardneg", "run_hardneg"),
-}
-
-
 def stage_errors() -> tuple[type[BaseException], ...]:
     """Errors a stage raises for bad input or an unusable setup: reported in one line, not as a traceback."""
     from .cf.semantic import SemanticInputError
@@ -164,12 +154,11 @@ def stage_errors() -> tuple[type[BaseException], ...]:
 
 
 def _run_stage(name: str, config, set_, run_dir, force, verbose) -> dict:
-    import importlib
+    from .pipeline import function  # the pipeline's stage table: one place names each stage's function
 
     _setup_logging(verbose)
     cfg = _load(config, set_, run_dir)
-    module, func = STAGE_FUNCS[name]
-    fn = getattr(importlib.import_module(module), func)
+    fn = function(name)
     try:
         result = fn(cfg, force=force)
     except stage_errors() as exc:
