@@ -14,7 +14,8 @@ import torch
 from cfhelpers import random_data
 from hnl_ray import manifest
 from hnl_ray.cf.mining import mine_hard_negatives
-from hnl_ray.cf.semantic import Adapter, PairIndex, SemanticInputError
+from hnl_ray.cf.semantic import (Adapter, AlignTargets, PairIndex, SemanticInputError, SemanticProvider,
+                                 alignment_term)
 from hnl_ray.cf.stage import train_one
 from hnl_ray.config import load_config
 from hnl_ray.config.hnlmrec import FinetuneConfig
@@ -140,6 +141,29 @@ def test_pair_index_lookup_and_fallbacks():
     assert has.tolist() == [True, False] and out[1].tolist() == [0.0, 0.0]
 
 
+def test_alignment_loss_by_hand_skips_fallback_vectors():
+    from types import SimpleNamespace
+
+    # vectors for pairs (0, 3) and (1, 2) only; targets for those and for (0, 4), which falls back to user 0's mean
+    idx = PairIndex(np.array([0, 1]), np.array([3, 2]), np.array([[1.0, 0.0], [0.0, 2.0]], np.float32), 2, 5)
+    targets = AlignTargets.build(np.array([0, 1, 0]), np.array([3, 2, 4]), np.array([1, 0, 2]), n_items=5)
+    adapter = Adapter(2, [], 2)
+    with torch.no_grad():
+        adapter.net[0].weight.copy_(torch.eye(2))
+        adapter.net[0].bias.zero_()
+    provider = SemanticProvider(idx, adapter, "user_mean", torch.device("cpu"), detach=True)
+    users, pos = np.array([0, 1, 0]), np.array([3, 2, 4])
+    mixed, has = provider(users, pos)
+    assert has.tolist() == [True, True, True] and not mixed.requires_grad  # `align`: no CF-loss gradient
+    items = torch.tensor([[9.0, 9.0], [1.0, 1.0], [0.0, 0.0], [5.0, 5.0], [5.0, 5.0]])
+    ctx = SimpleNamespace(users=users, user_vec=torch.zeros(3, 2), emb=SimpleNamespace(items=items))
+    name, loss = alignment_term(provider, targets, weight=2.0)(ctx)
+    # (0,3) -> item 1: |(1,0)-(1,1)|^2 = 1; (1,2) -> item 0: |(0,2)-(9,9)|^2 = 81 + 49 = 130; (0,4) is a fallback
+    assert name == "align" and loss.item() == pytest.approx(2.0 * (1 + 130) / 2)
+    loss.backward()
+    assert adapter.net[0].weight.grad.abs().sum() > 0
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("hnl")
@@ -158,6 +182,16 @@ def fake_hardneg(run: RunDir, pairs: tuple[np.ndarray, np.ndarray], dim: int, se
                    counts={}, timings={})
 
 
+def fake_teacher(run: RunDir, pairs: tuple[np.ndarray, np.ndarray], n_items: int, seed: int = 0) -> None:
+    """teacher/pairs.parquet for the pairs, with arbitrary hard negatives (the `align` objective's targets)."""
+    u, i = pairs
+    j = np.random.default_rng(seed).integers(0, n_items, len(u))
+    run.write_parquet("teacher/pairs.parquet", pa.table({
+        "user_idx": u.astype(np.int32), "item_idx": i.astype(np.int32), "neg_item_idx": j.astype(np.int32)}))
+    manifest.write(run, "teacher", stage="teacher", fp=f"fake{seed}", config_part={}, inputs={}, outputs=[],
+                   counts={}, timings={})
+
+
 def semantic_cfg(cfg, *sets):
     return load_config("configs/demo.yaml", ["data.n_users=60", "data.n_items=40", "train.runs={}",
                                              "train.sampler.name=semantic", "train.optim.epochs=2",
@@ -165,35 +199,88 @@ def semantic_cfg(cfg, *sets):
                        run_dir=cfg.run_dir)
 
 
-def test_adapter_is_trained_jointly_and_mixing_changes_training(demo_run):
-    cfg, run = demo_run
-    from hnl_ray.cf.data import CFData
+def _semantic_trainer(run, data, *sets):
     from hnl_ray.cf.semantic import build_semantic
     from hnl_ray.cf.trainer import Trainer
 
-    data = CFData.from_run(run)
-    fake_hardneg(run, data.train, dim=24)
-    c = semantic_cfg(cfg, "train.sampler.semantic.alpha=0.5")
+    c = semantic_cfg(_cfg_of(run), *sets)
     parts = build_semantic(c.train, run, data, 64, torch.device("cpu"))
-    adapter = parts.extra_modules[0]
-    before = [p.detach().clone() for p in adapter.parameters()]
     t = Trainer(c.train, data, run, "sem-test", 0, progress=False, sampler_factory=parts.sampler_factory,
                 extra_modules=parts.extra_modules, extra_losses=parts.extra_losses, epoch_hooks=parts.epoch_hooks)
+    return t, parts.extra_modules[0]
+
+
+def _cfg_of(run):
+    return load_config("configs/demo.yaml", ["data.n_users=60", "data.n_items=40"], run_dir=run.path())
+
+
+@pytest.mark.parametrize("objective", ["align", "joint"])
+def test_adapter_weights_change_after_a_step(demo_run, objective):
+    _, run = demo_run
+    from hnl_ray.cf.data import CFData
+
+    data = CFData.from_run(run)
+    fake_hardneg(run, data.train, dim=24)
+    fake_teacher(run, data.train, data.n_items)
+    t, adapter = _semantic_trainer(run, data, "train.sampler.semantic.alpha=0.5",
+                                   f"train.sampler.semantic.adapter_objective={objective}")
+    before = [p.detach().clone() for p in adapter.parameters()]
     users, pos = data.train[0][:64], data.train[1][:64]
     parts_loss = t._step(users, pos, 1, 0)
     assert parts_loss["cl"] > 0
+    assert ("align" in parts_loss) == (objective == "align")
     after = list(adapter.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, after))  # the reference code's adapter never moves
     assert isinstance(adapter, Adapter)
+
+
+def test_align_objective_cuts_the_cf_loss_from_the_adapter_and_learns_the_targets(demo_run):
+    _, run = demo_run
+    from hnl_ray.cf.data import CFData
+
+    data = CFData.from_run(run)
+    fake_hardneg(run, data.train, dim=24, seed=4)
+    fake_teacher(run, data.train, data.n_items, seed=4)
+    users, pos = data.train[0][:64], data.train[1][:64]
+    # Without the alignment term, nothing but the CF loss could move the adapter: under `align` it must not.
+    t, adapter = _semantic_trainer(run, data, "train.sampler.semantic.alpha=0.5",
+                                   "train.sampler.semantic.align_weight=0")
+    t._step(users, pos, 1, 0)
+    assert all(p.grad is None or not p.grad.any() for p in adapter.parameters())
+    t, adapter = _semantic_trainer(run, data, "train.sampler.semantic.alpha=0.5",
+                                   "train.sampler.semantic.adapter_objective=joint")
+    t._step(users, pos, 1, 0)
+    assert any(p.grad is not None and p.grad.any() for p in adapter.parameters())
+    # With it, the adapter's outputs move towards the targets' CF embeddings.
+    t, adapter = _semantic_trainer(run, data, "train.sampler.semantic.alpha=0.5", "train.optim.lr=0.01")
+    first = t._step(users, pos, 1, 0)["align"]
+    for b in range(30):
+        last = t._step(users, pos, 1, b + 1)["align"]
+    assert last < 0.5 * first
+
+
+def test_align_objective_without_teacher_pairs_names_the_stage(tmp_path):
+    cfg = load_config("configs/demo.yaml", ["data.n_users=40", "data.n_items=30"], run_dir=str(tmp_path))
+    prepare(cfg)
+    run = RunDir(str(tmp_path))
+    from hnl_ray.cf.data import CFData
+
+    fake_hardneg(run, CFData.from_run(run).train, dim=8)
+    with pytest.raises(SemanticInputError, match=r"run `hnl-ray teacher`, or set "
+                                                 r"train.sampler.semantic.adapter_objective: joint"):
+        train_one(semantic_cfg(cfg), run, "no-teacher", progress=False)
 
 
 def test_semantic_run_end_to_end_and_alpha_zero_control(demo_run):
     cfg, run = demo_run
     from hnl_ray.cf.data import CFData
 
-    fake_hardneg(run, CFData.from_run(run).train, dim=24, seed=1)
+    data = CFData.from_run(run)
+    fake_hardneg(run, data.train, dim=24, seed=1)
+    fake_teacher(run, data.train, data.n_items, seed=1)
     res = train_one(semantic_cfg(cfg), run, "hnlmrec", progress=False)
     assert res["semantic"]["llm_dim"] == 24 and 0 <= res["test"]["recall@10"] <= 1
+    assert res["semantic"]["pairs_with_align_target"] > 0
     res0 = train_one(semantic_cfg(cfg, "train.sampler.semantic.alpha=0"), run, "hnlmrec-a0", progress=False)
     assert res0["test"]["recall@10"] >= 0
 

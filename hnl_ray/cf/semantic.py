@@ -4,6 +4,9 @@ and grounded catalog items as negatives.
 
 * `semantic`: e~ = alpha * adapter(e_hard(u, i)) + (1 - alpha) * e_sampled, e_hard from HNLMRec (hardneg/) or from
   method 1 (embeddings/negatives.parquet); loss += lambda_cl * contrastive(e_u, e_i, adapter(e_hard)).
+  The adapter (`adapter_objective: align`, the default) learns to map e_hard onto the CF embedding of the item it
+  stands for (the teacher's j* for HNLMRec, a grounded item for method 1) and receives no gradient from the CF
+  loss: trained on the CF loss (`joint`), it learns to make the mixed negatives *easy*, and the loss collapses.
 * `semantic-item`: the negative is one of the catalog items grounded from the pair's method-1 negatives.
 
 Lookups are vectorised (sorted pair keys + binary search). A pair without an embedding uses the user's mean
@@ -54,19 +57,47 @@ class PairIndex:
         return int(self.vecs.shape[1])
 
     def lookup(self, users: np.ndarray, items: np.ndarray, fallback: str) -> tuple[torch.Tensor, torch.Tensor]:
-        keys = users.astype(np.int64) * self.n_items + items.astype(np.int64)
-        pos = np.searchsorted(self.keys, keys).clip(max=len(self.keys) - 1)
-        hit = self.keys[pos] == keys
-        out = torch.zeros(len(keys), self.dim)
-        hit_t = torch.from_numpy(hit)
-        out[hit_t] = self.vecs[torch.from_numpy(pos[hit])].float()
+        """(vectors, covered): a pair's own vector, else the fallback's, else zeros with covered False."""
+        hit = find_pairs(self.keys, users, items, self.n_items)
+        out = torch.zeros(len(users), self.dim)
+        hit_t = torch.from_numpy(hit >= 0)
+        out[hit_t] = self.vecs[torch.from_numpy(hit[hit >= 0])].float()
         has = hit_t.clone()
         if fallback == "user_mean":
-            miss = torch.from_numpy(~hit)
+            miss = ~hit_t
             u = torch.from_numpy(users)[miss]
             out[miss] = self.user_mean[u]
             has[miss] = self.has_user[u]
         return out, has
+
+
+def find_pairs(sorted_keys: np.ndarray, users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
+    """Row of each (user, item) pair in `sorted_keys` (user * n_items + item, ascending), -1 where absent."""
+    keys = users.astype(np.int64) * n_items + items.astype(np.int64)
+    if len(sorted_keys) == 0:
+        return np.full(len(keys), -1, np.int64)
+    at = np.searchsorted(sorted_keys, keys).clip(max=len(sorted_keys) - 1)
+    return np.where(sorted_keys[at] == keys, at, -1)
+
+
+@dataclass
+class AlignTargets:
+    """The catalog item each pair's LLM vector stands for (sorted pair keys -> item id)."""
+
+    keys: np.ndarray
+    items: np.ndarray
+    n_items: int
+
+    @classmethod
+    def build(cls, users: np.ndarray, items: np.ndarray, targets: np.ndarray, n_items: int) -> AlignTargets:
+        keys = users.astype(np.int64) * n_items + items.astype(np.int64)
+        keys, first = np.unique(keys, return_index=True)  # one target per pair: the first listed
+        return cls(keys, targets[first].astype(np.int64), n_items)
+
+    def lookup(self, users: np.ndarray, items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        row = find_pairs(self.keys, users, items, self.n_items)
+        ok = row >= 0
+        return torch.from_numpy(np.where(ok, self.items[np.maximum(row, 0)], 0)), torch.from_numpy(ok)
 
 
 class Adapter(nn.Module):
@@ -88,19 +119,22 @@ class Adapter(nn.Module):
 
 @dataclass
 class SemanticProvider:
-    """adapter(e_hard) for a batch, cached for the contrastive term of the same step."""
+    """adapter(e_hard) for a batch, cached for the contrastive and alignment terms of the same step. With
+    `detach`, the mixed negative carries no gradient back to the adapter (the `align` objective)."""
 
     index: PairIndex
     adapter: Adapter
     fallback: str
     device: torch.device
+    detach: bool = False
     last: dict = field(default_factory=dict)
 
     def __call__(self, users: np.ndarray, pos: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         vecs, has = self.index.lookup(users, pos, self.fallback)
         out = self.adapter(vecs.to(self.device))
-        self.last = {"users": users, "adapted": out, "has": has.to(self.device)}
-        return out, has.to(self.device)
+        own = find_pairs(self.index.keys, users, pos, self.index.n_items) >= 0  # not a fallback vector
+        self.last = {"users": users, "pos": pos, "adapted": out, "has": has.to(self.device), "own": own}
+        return (out.detach() if self.detach else out), has.to(self.device)
 
 
 def contrastive_term(provider: SemanticProvider, weight: float, tau: float):
@@ -112,10 +146,31 @@ def contrastive_term(provider: SemanticProvider, weight: float, tau: float):
         if not last or last["users"] is not ctx.users or not bool(last["has"].any()):
             return "cl", torch.zeros((), device=ctx.user_vec.device)
         h = last["has"]
-        u, i, a = ctx.user_vec[h], ctx.pos_vec[h], last["adapted"][h]
+        a = last["adapted"].detach() if provider.detach else last["adapted"]
+        u, i, a = ctx.user_vec[h], ctx.pos_vec[h], a[h]
         pos = F.cosine_similarity(u, i, dim=-1) / tau
         neg = F.cosine_similarity(u, a, dim=-1) / tau
         return "cl", weight * (torch.logaddexp(pos, neg) - pos).mean()
+
+    return term
+
+
+def alignment_term(provider: SemanticProvider, targets: AlignTargets, weight: float):
+    """weight * mean over pairs with their own vector and a target of
+    ||adapter(e_hard(u, i)) - sg(e_item[target(u, i)])||^2: the adapter learns the LLM -> CF map from the pairs
+    whose hard negative is a known catalog item."""
+
+    def term(ctx) -> tuple[str, torch.Tensor]:
+        last = provider.last
+        if not last or last["users"] is not ctx.users:
+            return "align", torch.zeros((), device=ctx.user_vec.device)
+        items, ok = targets.lookup(last["users"], last["pos"])
+        ok &= torch.from_numpy(last["own"])  # a user's mean vector stands for no particular item
+        if not bool(ok.any()):
+            return "align", torch.zeros((), device=ctx.user_vec.device)
+        ok = ok.to(last["adapted"].device)
+        goal = ctx.emb.items[items.to(ok.device)[ok]].detach()
+        return "align", weight * (last["adapted"][ok] - goal).pow(2).sum(-1).mean()
 
     return term
 
@@ -134,10 +189,8 @@ class GroundedItemSampler(Sampler):
     def sample(self, users, pos, emb=None, model=None) -> Negatives:
         negs = self.base.sample(users, pos, emb, model)
         items = negs.items.clone()
-        keys = users.astype(np.int64) * self.data.n_items + pos.astype(np.int64)
-        at = np.searchsorted(self.keys, keys).clip(max=max(len(self.keys) - 1, 0))
-        hit = (self.keys[at] == keys) if len(self.keys) else np.zeros(len(keys), bool)
-        hit &= self.rng.random(len(keys)) < self.share
+        at = find_pairs(self.keys, users, pos, self.data.n_items)
+        hit = (at >= 0) & (self.rng.random(len(at)) < self.share)
         rows = np.flatnonzero(hit)
         if len(rows):
             start, end = self.indptr[at[rows]], self.indptr[at[rows] + 1]
@@ -199,6 +252,24 @@ def load_method1(run: RunDir, data: CFData) -> PairIndex:
     return PairIndex(uniq // data.n_items, uniq % data.n_items, mean, data.n_users, data.n_items)
 
 
+def load_teacher_targets(run: RunDir, data: CFData) -> AlignTargets:
+    """The teacher's hard negative j* of each mined pair: what HNLMRec's vector for (u, i) was trained towards."""
+    path = "teacher/pairs.parquet"
+    if not run.exists(path) or manifest.load(run, "teacher") is None:
+        raise SemanticInputError(f"{run.uri_of(path)} not found: the `align` adapter objective learns from the "
+                                 "teacher's pairs; run `hnl-ray teacher`, or set "
+                                 "train.sampler.semantic.adapter_objective: joint")
+    t = run.read_parquet(path, columns=["user_idx", "item_idx", "neg_item_idx"])
+    u, i, j = (t[c].to_numpy().astype(np.int64) for c in ("user_idx", "item_idx", "neg_item_idx"))
+    _check_ids(u, j, data, run.uri_of(path))
+    return AlignTargets.build(u, i, j, data.n_items)
+
+
+def grounded_targets(keys: np.ndarray, indptr: np.ndarray, grounded: np.ndarray, n_items: int) -> AlignTargets:
+    """Method 1: the first grounded catalog item of each pair."""
+    return AlignTargets(keys, grounded[indptr[:-1]], n_items)
+
+
 def load_grounded(run: RunDir, data: CFData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(sorted pair keys, indptr, grounded item ids) of the method-1 negatives' grounded items."""
     t, u, i, _ = _method1(run, data)
@@ -247,7 +318,8 @@ def build_semantic(tcfg: TrainConfig, run: RunDir, data: CFData, model_dim: int,
                                  f"train.sampler.semantic.llm_dim is {sc.llm_dim}: fix llm_dim (or leave it null) "
                                  "or re-run the stage that made the artifact with the intended model")
     adapter = Adapter(index.dim, sc.adapter_hidden, model_dim).to(device)
-    provider = SemanticProvider(index, adapter, sc.fallback, device)
+    align = sc.adapter_objective == "align"
+    provider = SemanticProvider(index, adapter, sc.fallback, device, detach=align)
     holder: dict = {}
 
     def factory(base: Sampler) -> Sampler:
@@ -259,6 +331,20 @@ def build_semantic(tcfg: TrainConfig, run: RunDir, data: CFData, model_dim: int,
             holder["mix"].set_alpha(sc.alpha * min(1.0, epoch / sc.alpha_warmup_epochs))
 
     losses = [contrastive_term(provider, sc.cl_weight, sc.cl_temperature)] if sc.cl_weight > 0 else []
-    m = manifest.load(run, folder)
-    return SemanticParts(factory, [adapter], losses, [schedule], {folder: m["fingerprint"]},
-                         {"pairs_with_embedding": int(len(index.keys)), "llm_dim": index.dim})
+    inputs = {folder: manifest.load(run, folder)["fingerprint"]}
+    describe = {"pairs_with_embedding": int(len(index.keys)), "llm_dim": index.dim,
+                "adapter_objective": sc.adapter_objective}
+    if align:
+        if sc.source == "hardneg":
+            targets = load_teacher_targets(run, data)
+            inputs["teacher"] = manifest.load(run, "teacher")["fingerprint"]
+        else:
+            targets = grounded_targets(*load_grounded(run, data), data.n_items)
+        covered = find_pairs(targets.keys, index.keys // data.n_items, index.keys % data.n_items, data.n_items)
+        describe["pairs_with_align_target"] = int((covered >= 0).sum())
+        if describe["pairs_with_align_target"] == 0:
+            raise SemanticInputError(f"none of the {len(index.keys)} pairs in {run.uri_of(folder)} has an alignment "
+                                     "target (teacher pair or grounded item): were they made from another run? "
+                                     "Re-run the stages, or set train.sampler.semantic.adapter_objective: joint")
+        losses.append(alignment_term(provider, targets, sc.align_weight))
+    return SemanticParts(factory, [adapter], losses, [schedule], inputs, describe)

@@ -37,6 +37,14 @@ class SemanticConfig(Section):
                                                          "dim, ReLU between). The reference: [2048, 1024].")
     llm_dim: int | None = Field(None, ge=1, description="Expected LLM embedding size (null: taken from the "
                                                         "artifact); a mismatch is an error.")
+    adapter_objective: Literal["align", "joint"] = Field(
+        "align", description="How the adapter learns. `align`: regress adapter(e_hard) onto the CF embedding of "
+                             "the item the LLM vector stands for (the teacher's hard negative j* for hardneg/, the "
+                             "first grounded item for method 1), with the CF loss's gradient cut from the adapter; "
+                             "`joint`: the adapter learns from the CF loss itself, which teaches it to make the "
+                             "mixed negatives easy (measured: the loss collapses towards 0).")
+    align_weight: float = Field(1.0, ge=0, description="Weight of the alignment loss (`align`): squared distance "
+                                                       "to the target's CF embedding, summed over dims, batch mean.")
     cl_weight: float = Field(0.001, ge=0, description="lambda_cl of the contrastive term (reference: 0.001).")
     cl_temperature: float = Field(0.2, gt=0, description="tau_cl (reference: 0.2).")
     fallback: Literal["user_mean", "none"] = Field(
