@@ -222,6 +222,10 @@ def test_adapter_weights_change_after_a_step(demo_run, objective):
     data = CFData.from_run(run)
     fake_hardneg(run, data.train, dim=24)
     fake_teacher(run, data.train, data.n_items)
+    from hnl_ray.cf.semantic import load_hardneg
+
+    norms = load_hardneg(run, data).vecs.norm(dim=1)  # cosine-trained vectors: directions only
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
     t, adapter = _semantic_trainer(run, data, "train.sampler.semantic.alpha=0.5",
                                    f"train.sampler.semantic.adapter_objective={objective}")
     before = [p.detach().clone() for p in adapter.parameters()]

@@ -221,7 +221,11 @@ def load_hardneg(run: RunDir, data: CFData) -> PairIndex:
                                  "sampler with source: hardneg reads it)")
     u, i = t["user_idx"].to_numpy().astype(np.int64), t["item_idx"].to_numpy().astype(np.int64)
     _check_ids(u, i, data, run.uri_of("hardneg"))
-    return PairIndex(u, i, vectors(t["vector"]), data.n_users, data.n_items)
+    # Fine-tuning trained these with a cosine loss: only the direction means anything, and raw hidden-state norms
+    # (hundreds for SmolLM2) would dominate the adapter's first outputs.
+    v = vectors(t["vector"]).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True).clip(min=1e-12)
+    return PairIndex(u, i, v, data.n_users, data.n_items)
 
 
 def _method1(run: RunDir, data: CFData):
