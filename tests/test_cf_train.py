@@ -126,6 +126,10 @@ def test_stage_skips_when_fresh_and_redoes_on_change(demo_run, tmp_path):
                           run_dir=str(tmp_path)), None
     again = train_one(cfg2, run, "lightgcn-uniform", progress=False)
     assert not again.get("skipped") and again["epochs_run"] == 3
+    # settings a classic sampler never reads (the semantic sampler's) leave it up to date
+    cfg3 = load_config("configs/demo.yaml", [*DATA, *FAST, "train.runs={}", "train.optim.epochs=3",
+                                             "train.sampler.semantic.alpha=0.3"], run_dir=str(tmp_path))
+    assert train_one(cfg3, run, "lightgcn-uniform", progress=False).get("skipped")
 
 
 def test_cli_train_named_runs_and_missing_prepare(demo_run, tmp_path):

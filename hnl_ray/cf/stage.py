@@ -22,6 +22,9 @@ OUTPUTS = ["metrics.json", "log.jsonl", "learning_curve.png", "per_user_test.par
 def run_fingerprint(cfg: Config, tcfg: TrainConfig, run: RunDir, extra_inputs: dict | None = None) -> tuple:
     seed = tcfg.seed if tcfg.seed is not None else cfg.seed
     part = {"train": tcfg.model_dump(mode="json", exclude={"runs"}), "seed": seed}
+    if tcfg.sampler.name not in ("semantic", "semantic-item"):
+        # Unused by classic samplers: editing it must not retrain them, nor the teacher and the LLM stages after it.
+        del part["train"]["sampler"]["semantic"]
     prep = manifest.load(run, "prepared") or {}
     inputs = {"prepared": prep.get("fingerprint", "missing"), **(extra_inputs or {})}
     return manifest.fingerprint(part, inputs), part, inputs, seed
