@@ -9,9 +9,12 @@ Parts (run all, or some with --part; each part's result is merged into benchmark
   evaluation every epoch).
 * `recbole`: RecBole 1.2.1's LightGCN on the *same split* (exported as RecBole benchmark files) with the same
   settings, installed into its own virtual environment (benchmarks/.work/recbole-venv), wall time included.
+* `side-by-side`: `lightgcn-toys` and `recbole` started together, each pinned to its own CPU core with one torch
+  thread (`taskset`), so both wall times come from the same run under the same conditions.
 * `samplers-toys`: uniform, DNS and MixGCF negatives for LightGCN on amazon-toys-p5, 3 seeds each.
 
-    python -m benchmarks.accuracy [--part mf-yelp --part lightgcn-toys --part recbole --part samplers-toys]
+    python -m benchmarks.accuracy [--part mf-yelp --part lightgcn-toys --part recbole --part side-by-side
+                                   --part samplers-toys]
 """
 
 from __future__ import annotations
@@ -19,17 +22,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from hnl_ray.cf.stage import train_one
 from hnl_ray.config import load_config
 
 from ._common import RESULTS, ROOT, WORK, console, prepared, report
 
-PARTS = ("mf-yelp", "lightgcn-toys", "recbole", "samplers-toys")
+PARTS = ("mf-yelp", "lightgcn-toys", "recbole", "side-by-side", "samplers-toys")
 
 # RecBole's LightGCN settings, expressed in hnl-ray's config (the peer figure in ../shared/data/README.md).
 TOYS_LIGHTGCN = ["train.model.name=lightgcn", "train.model.dim=64", "train.model.layers=3", "train.optim.lr=0.001",
@@ -45,11 +50,11 @@ SAMPLER_COMMON = ["train.model.name=lightgcn", "train.optim.lr=0.005", "train.op
 SEEDS = (1, 2, 3)
 
 
-def _run(config: str, data_name: str, run_name: str, sets: list[str]) -> dict:
+def _run(config: str, data_name: str, run_name: str, sets: list[str], force: bool = True) -> dict:
     _, run = prepared(config, data_name)
     cfg = load_config(ROOT / "configs" / config, sets=[*sets, "train.runs={}"], run_dir=run.path())
     t0 = time.perf_counter()
-    res = train_one(cfg, run, run_name, force=True, progress=True)
+    res = train_one(cfg, run, run_name, force=force, progress=True)
     res["wall_s"] = time.perf_counter() - t0  # data loading, graph, training, evaluation: like run_recbole's
     return res
 
@@ -64,13 +69,42 @@ def lightgcn_toys() -> dict:
     return {"settings": TOYS_LIGHTGCN, "result": _brief(res)}
 
 
+def _claim(path: Path) -> bool:
+    """Take a run for this process (several processes may share the sampler grid); a dead owner's claim lapses."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            os.kill(int(path.read_text() or 0), 0)
+            return False
+        except (ProcessLookupError, ValueError):
+            path.unlink(missing_ok=True)
+            return _claim(path)
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return True
+
+
 def samplers_toys() -> dict:
+    """9 runs; finished runs are reused (train_one skips an up-to-date run), and two processes started at once
+    (e.g. `taskset -c 0 ...` and `taskset -c 1 ...`) share the grid through claim files."""
     out: dict = {"settings": SAMPLER_COMMON, "seeds": list(SEEDS), "runs": {}}
-    for name, extra in SAMPLERS.items():
-        for seed in SEEDS:
-            res = _run("amazon-toys-p5.yaml", "amazon-toys-p5", f"bench-{name}-s{seed}",
-                       [*SAMPLER_COMMON, *extra, f"train.seed={seed}"])
-            out["runs"].setdefault(name, []).append(_brief(res))
+    grid = [(name, seed) for seed in SEEDS for name in SAMPLERS]
+    claims = WORK / "claims"
+    for name, seed in grid:
+        if _claim(claims / f"{name}-s{seed}"):
+            _run("amazon-toys-p5.yaml", "amazon-toys-p5", f"bench-{name}-s{seed}",
+                 [*SAMPLER_COMMON, *SAMPLERS[name], f"train.seed={seed}"], force=False)
+            (claims / f"{name}-s{seed}").unlink()
+    for name, seed in grid:
+        while (claims / f"{name}-s{seed}").exists():  # another process is still on it
+            time.sleep(10)
+        res = _run("amazon-toys-p5.yaml", "amazon-toys-p5", f"bench-{name}-s{seed}",
+                   [*SAMPLER_COMMON, *SAMPLERS[name], f"train.seed={seed}"], force=False)
+        brief = _brief(res)
+        brief.pop("wall_s")  # a reused run's wall time is its loading time; seconds per epoch are in the brief
+        out["runs"].setdefault(name, []).append(brief)
     out["mean"] = {name: {m: statistics.mean(r["test"][m] for r in runs) for m in ("recall@20", "ndcg@20")}
                    for name, runs in out["runs"].items()}
     return out
@@ -84,7 +118,8 @@ def _brief(res: dict) -> dict:
 # ------------------------------------------------------------------------------------------------ RecBole
 
 RECBOLE_VENV = WORK / "recbole-venv"
-RECBOLE_PINS = ["recbole==1.2.1", "numpy==1.26.4", "pandas==2.1.4", "scipy==1.11.4", "torch==2.13.0"]
+RECBOLE_PINS = ["recbole==1.2.1", "setuptools<81",  # RecBole imports ray 2.x, which needs pkg_resources
+                "numpy==1.26.4", "pandas==2.1.4", "scipy==1.11.4", "torch==2.13.0"]
 RECBOLE_DRIVER = r"""
 import json, sys, time
 import torch
@@ -117,8 +152,9 @@ def export_split(run, folder) -> None:
         (folder / f"toys.{split}.inter").write_text("\n".join(lines) + "\n")
 
 
-def recbole() -> dict:
-    cfg, run = prepared("amazon-toys-p5.yaml", "amazon-toys-p5")
+def recbole(epochs: int = 500, pin: list[str] | None = None) -> dict:
+    """RecBole's LightGCN on our split; `pin` prefixes the command (e.g. taskset) for side-by-side runs."""
+    _, run = prepared("amazon-toys-p5.yaml", "amazon-toys-p5")
     data_dir = WORK / "recbole-data"
     export_split(run, data_dir / "toys")
     conf = WORK / "recbole-lightgcn.yaml"
@@ -129,7 +165,7 @@ def recbole() -> dict:
         "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1},
         "eval_args": {"group_by": "user", "order": "RO", "mode": "full"},
         "metrics": ["Recall", "NDCG"], "topk": [20], "valid_metric": "NDCG@20", "stopping_step": 10,
-        "epochs": 500, "eval_step": 1, "seed": 2025, "reproducibility": True, "show_progress": False,
+        "epochs": epochs, "eval_step": 1, "seed": 2025, "reproducibility": True, "show_progress": False,
         "checkpoint_dir": str(WORK / "recbole-saved"), "log_wandb": False, "gpu_id": "", "use_gpu": False,
         "worker": 0,
     }))
@@ -138,8 +174,8 @@ def recbole() -> dict:
     log_path = WORK / "recbole.log"
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
-        proc = subprocess.run([py, "-c", RECBOLE_DRIVER, str(conf)], cwd=str(WORK), env=env, stdout=subprocess.PIPE,
-                              stderr=log, text=True)
+        proc = subprocess.run([*(pin or []), py, "-c", RECBOLE_DRIVER, str(conf)], cwd=str(WORK), env=env,
+                              stdout=subprocess.PIPE, stderr=log, text=True, check=False)
     wall = time.perf_counter() - t0
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     if proc.returncode != 0 or line is None:
@@ -150,19 +186,48 @@ def recbole() -> dict:
             "wall_s": wall, "log": str(log_path.relative_to(ROOT))}
 
 
+def side_by_side() -> dict:
+    """Both systems at once, one core and one torch thread each: the fairest wall-time comparison on 2 cores."""
+    if (os.cpu_count() or 1) < 2 or not shutil.which("taskset"):
+        raise SystemExit("side-by-side needs 2 CPU cores and taskset (util-linux)")
+    prepared("amazon-toys-p5.yaml", "amazon-toys-p5")  # prepare once, before the clocks start
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    out = WORK / "side-by-side-hnl-ray.json"
+    ours = subprocess.Popen(["taskset", "-c", "1", sys.executable, "-m", "benchmarks.accuracy", "--worker",
+                             "lightgcn-toys", "--worker-out", str(out)], cwd=str(ROOT), env=env)
+    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # inherited by RecBole's process
+    theirs = recbole(pin=["taskset", "-c", "0"])
+    if ours.wait() != 0:
+        raise SystemExit(f"hnl-ray's side of the comparison failed (exit {ours.returncode})")
+    mine = json.loads(out.read_text())
+    return {"conditions": "started together; hnl-ray on core 1, RecBole on core 0; one torch thread each",
+            "hnl-ray": mine, "recbole": theirs, "wall_ratio": mine["result"]["wall_s"] / theirs["wall_s"]}
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", action="append", choices=PARTS, help="run only these parts (repeatable)")
+    ap.add_argument("--worker", choices=["lightgcn-toys"], help=argparse.SUPPRESS)  # side-by-side's child
+    ap.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        import torch
+
+        res = lightgcn_toys()
+        res["torch_threads"] = torch.get_num_threads()
+        Path(args.worker_out).write_text(json.dumps(res, default=float))
+        return
     path = RESULTS / "accuracy.json"
-    results = json.loads(path.read_text()).get("parts", {}) if path.exists() else {}
     for part in args.part or PARTS:
         console.rule(part)
-        results[part] = {"mf-yelp": mf_yelp, "lightgcn-toys": lightgcn_toys, "recbole": recbole,
-                         "samplers-toys": samplers_toys}[part]()
-        results[part]["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        result = {"mf-yelp": mf_yelp, "lightgcn-toys": lightgcn_toys, "recbole": recbole,
+                  "side-by-side": side_by_side, "samplers-toys": samplers_toys}[part]()
+        result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        # read again: another process may have written other parts meanwhile
+        results = json.loads(path.read_text()).get("parts", {}) if path.exists() else {}
+        results[part] = result
         _write(results)
 
 
@@ -180,6 +245,11 @@ def _write(results: dict) -> None:
         r = results["recbole"]
         rows.append(["LightGCN, toys-p5", "RecBole 1.2.1, same split", _fmt(r["test"]), "-",
                      f"{r['wall_s'] / 60:.1f} min"])
+    if "side-by-side" in results:
+        r = results["side-by-side"]
+        for label, res in (("hnl-ray", r["hnl-ray"]["result"]), ("RecBole 1.2.1, same split", r["recbole"])):
+            rows.append(["LightGCN, toys-p5 (1 core each, together)", label, _fmt(res["test"]),
+                         res.get("best_epoch", "-"), f"{res['wall_s'] / 60:.1f} min"])
     if "samplers-toys" in results:
         for name, m in results["samplers-toys"]["mean"].items():
             rows.append([f"LightGCN {name}, toys-p5", "hnl-ray, mean of 3 seeds",
