@@ -41,8 +41,9 @@ TOYS_LIGHTGCN = ["train.model.name=lightgcn", "train.model.dim=64", "train.model
                  "train.optim.batch_size=2048", "train.loss.reg=0.0001", "train.sampler.name=uniform",
                  "train.eval.metric=ndcg@20", "train.eval.patience=10", "train.eval.every=1",
                  "train.optim.epochs=500"]
-MF_YELP = ["train.model.name=mf", "train.model.dim=64", "train.optim.lr=0.005", "train.optim.batch_size=2048",
-           "train.loss.reg=0.0001", "train.eval.every=5", "train.eval.patience=4", "train.optim.epochs=400"]
+# lr 5e-3 peaked at epoch 30 (test R@20 0.0346) and a stronger L2 only slowed it; lr 1e-3 was chosen on validation.
+MF_YELP = ["train.model.name=mf", "train.model.dim=64", "train.optim.lr=0.001", "train.optim.batch_size=2048",
+           "train.loss.reg=0.0001", "train.eval.every=10", "train.eval.patience=3", "train.optim.epochs=400"]
 SAMPLERS = {"uniform": [], "dns": ["train.sampler.name=dns", "train.sampler.candidates=32"],
             "mixgcf": ["train.sampler.name=mixgcf", "train.sampler.candidates=32"]}
 SAMPLER_COMMON = ["train.model.name=lightgcn", "train.optim.lr=0.005", "train.optim.batch_size=2048",
