@@ -58,6 +58,12 @@ class PairIndex:
 
     def lookup(self, users: np.ndarray, items: np.ndarray, fallback: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(vectors, covered): a pair's own vector, else the fallback's, else zeros with covered False."""
+        out, has, _ = self.lookup_own(users, items, fallback)
+        return out, has
+
+    def lookup_own(self, users: np.ndarray, items: np.ndarray, fallback: str
+                   ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """`lookup`, plus which pairs got their own vector (not a fallback)."""
         hit = find_pairs(self.keys, users, items, self.n_items)
         out = torch.zeros(len(users), self.dim)
         hit_t = torch.from_numpy(hit >= 0)
@@ -68,7 +74,7 @@ class PairIndex:
             u = torch.from_numpy(users)[miss]
             out[miss] = self.user_mean[u]
             has[miss] = self.has_user[u]
-        return out, has
+        return out, has, hit >= 0
 
 
 def find_pairs(sorted_keys: np.ndarray, users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
@@ -130,9 +136,8 @@ class SemanticProvider:
     last: dict = field(default_factory=dict)
 
     def __call__(self, users: np.ndarray, pos: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        vecs, has = self.index.lookup(users, pos, self.fallback)
+        vecs, has, own = self.index.lookup_own(users, pos, self.fallback)  # own: not a fallback vector
         out = self.adapter(vecs.to(self.device))
-        own = find_pairs(self.index.keys, users, pos, self.index.n_items) >= 0  # not a fallback vector
         self.last = {"users": users, "pos": pos, "adapted": out, "has": has.to(self.device), "own": own}
         return (out.detach() if self.detach else out), has.to(self.device)
 
