@@ -72,6 +72,16 @@ class ShardWriter:
         self.written += table.num_rows
 
 
+def dataset_in_blocks(table: pa.Table, rows: int):
+    """A Ray Dataset of `table` in blocks of `rows`. Ray Data emits a map's output block only when its task ends or
+    the block outgrows ~128 MiB, so one input block (what `from_arrow` makes of one table) would return every
+    answer at the very end: nothing could be written, and nothing resumed, before hours of generation finished."""
+    import ray
+
+    rows = max(1, rows)
+    return ray.data.from_arrow([table.slice(o, rows) for o in range(0, table.num_rows, rows)] or [table])
+
+
 @dataclass
 class GenerationCounts:
     requested: int = 0
@@ -98,7 +108,6 @@ def run_generation(run: RunDir, folder: str, prompts: pa.Table, engine: Engine, 
                    key_columns: tuple[str, ...] = ()) -> GenerationCounts:
     """Generate answers for the prompt rows (id, kind, system, prompt, key columns) whose ids are not yet in
     `folder`, writing shards there. Returns counts of this call."""
-    import ray
 
     counts = GenerationCounts(requested=prompts.num_rows)
     done = read_shards(run, folder, columns=["id"])
@@ -119,7 +128,7 @@ def run_generation(run: RunDir, folder: str, prompts: pa.Table, engine: Engine, 
         batch_in = todo.append_column("temperature", pa.array(np.full(todo.num_rows, temperature, np.float32)))
         batch_in = batch_in.append_column("seed", pa.array(np.full(todo.num_rows, seed + 7919 * attempt,
                                                                    np.int64)))
-        ds = engine.generate(ray.data.from_arrow(batch_in))
+        ds = engine.generate(dataset_in_blocks(batch_in, max(cfg.shard_rows, cfg.batch_size)))
         retry: list[dict] = []
         try:
             for out in ds.iter_batches(batch_size=cfg.shard_rows, batch_format="pyarrow"):

@@ -17,7 +17,7 @@ from .. import manifest
 from ..config import Config
 from ..config.hnlmrec import FinetuneConfig
 from ..llm.embedder import vector_column, vectors
-from ..llm.generate import ShardWriter, read_shards
+from ..llm.generate import ShardWriter, dataset_in_blocks, read_shards
 from ..storage import RunDir
 from .common import begin, ensure_ray, need, prepared
 from .finetune import FOLDER as FINETUNE
@@ -127,7 +127,7 @@ def run_hardneg(cfg: Config, run: RunDir | None = None, force: bool = False) -> 
     if todo.num_rows:
         ray = ensure_ray(cfg)
         writer = ShardWriter(run, FOLDER, h.shard_rows)
-        ds = ray.data.from_arrow(todo).map_batches(
+        ds = dataset_in_blocks(todo, max(h.shard_rows, h.batch_size)).map_batches(
             HardnegEmbedder, batch_size=h.batch_size, batch_format="numpy",
             fn_constructor_kwargs=dict(base_path=base_path, adapter_path=run.local_path(FINETUNE,
                                                                                         "adapter.safetensors"),
