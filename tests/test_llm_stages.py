@@ -1,5 +1,6 @@
 """The LLM stages end to end on the demo data: the real offline model, the HTTP path, killing and resuming."""
 
+import json
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from hnl_ray.llm.embedder import vectors
 from hnl_ray.llm.engines.base import build_engine
 from hnl_ray.llm.generate import read_shards, run_generation
 from hnl_ray.llm.server import ChatServer
-from hnl_ray.stages.embed import run_embed
+from hnl_ray.stages.embed import items_fingerprint, run_embed
 from hnl_ray.stages.negatives import run_negatives
 from hnl_ray.stages.profiles import run_profiles
 from hnl_ray.storage import RunDir
@@ -36,12 +37,17 @@ def test_real_model_writes_parseable_profiles_negatives_and_embeddings(ray_sessi
     for part in ("items", "users"):
         st = res[part]["status"]
         rates[part] = (st.get("ok", 0) + st.get("repaired", 0)) / res[part]["rows"]
+    assert run_embed(cfg, run)["negatives"] == 0  # the catalog first (the teacher needs it, not the negatives)
+    items_fp = json.loads((tmp_path / "embeddings" / "manifest.json").read_text())["items_fingerprint"]
     neg = run_negatives(cfg, run)
     rates["negatives"] = (neg["status"].get("ok", 0) + neg["status"].get("repaired", 0)) / neg["rows"]
     print(f"\nSmolLM2-135M parse success (ok + repaired) on the demo data: {rates}")
     assert min(rates.values()) >= 0.9, rates
     assert res["items"]["rows"] == pq.read_table(tmp_path / "prepared" / "items.parquet").num_rows
     emb = run_embed(cfg, run)
+    # new negatives re-run the stage but leave the catalog's fingerprint, which the teacher keys on, unchanged
+    m = json.loads((tmp_path / "embeddings" / "manifest.json").read_text())
+    assert emb["negatives"] > 0 and m["items_fingerprint"] == items_fp and items_fingerprint(m) == items_fp
     items = pq.read_table(tmp_path / "embeddings" / "items.parquet")
     v = vectors(items["vector"])
     assert v.shape == (emb["items"], 384) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-4)

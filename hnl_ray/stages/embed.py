@@ -94,6 +94,11 @@ def _list_column(a: np.ndarray) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), a.shape[1])
 
 
+def items_fingerprint(embed_manifest: dict) -> str:
+    """What the catalog's vectors were computed from (manifests written before it existed: the whole stage's)."""
+    return embed_manifest.get("items_fingerprint") or embed_manifest["fingerprint"]
+
+
 def run_embed(cfg: Config, run: RunDir | None = None, force: bool = False) -> dict:
     run = run or RunDir(cfg.resolved_run_dir())
     prep = need(run, "prepared", "prepare", "prepared data")
@@ -106,6 +111,10 @@ def run_embed(cfg: Config, run: RunDir | None = None, force: bool = False) -> di
             "negatives": cfg.negatives.model_dump(mode="json", include={"ground_top", "false_negative_ceiling"}),
             "model_path": resolve_sentence_model(cfg.embed.model)}
     fp = manifest.fingerprint(part, inputs)
+    # The catalog's vectors do not depend on the method-1 negatives: consumers of items.parquet alone (the teacher)
+    # key on this, so generating negatives later does not invalidate the teacher and the LLM work behind it.
+    items_fp = manifest.fingerprint({k: part[k] for k in ("embed", "model_path")},
+                                    {k: v for k, v in inputs.items() if k != "negatives"})
     if not force and manifest.is_fresh(run, FOLDER, fp):
         log.info("embed: up to date, skipped")
         return {**manifest.load(run, FOLDER)["counts"], "skipped": True}
@@ -144,6 +153,6 @@ def run_embed(cfg: Config, run: RunDir | None = None, force: bool = False) -> di
         counts["negatives"] = 0
     run.write_parquet(f"{FOLDER}/negatives.parquet", table)
     manifest.write(run, FOLDER, stage="embed", fp=fp, config_part=part, inputs=inputs, outputs=OUTPUTS,
-                   counts=counts, timings=dict(timings))
+                   counts=counts, timings=dict(timings), extra={"items_fingerprint": items_fp})
     log.info("embed: %s", json.dumps(counts))
     return counts

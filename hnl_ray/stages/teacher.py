@@ -26,6 +26,7 @@ from ..llm.embedder import vectors
 from ..storage import RunDir
 from .common import need
 from .embed import FOLDER as EMBED
+from .embed import items_fingerprint
 from .negatives import sample_pairs
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def run_teacher(cfg: Config, run: RunDir | None = None, force: bool = False, pro
     emb_m = need(run, EMBED, "embed", "item text embeddings")
     tcfg = teacher_train_config(cfg)
     result = train_one(cfg, run, RUN, force=force, progress=progress, tcfg=tcfg)
-    inputs = {"teacher_cf": manifest.load(run, f"cf/{RUN}")["fingerprint"], "embeddings": emb_m["fingerprint"]}
+    inputs = {"teacher_cf": manifest.load(run, f"cf/{RUN}")["fingerprint"], "embeddings": items_fingerprint(emb_m)}
     part = {"teacher": cfg.teacher.model_dump(mode="json", exclude={"train"}), "seed": cfg.seed}
     fp = manifest.fingerprint(part, inputs)
     if not force and manifest.is_fresh(run, FOLDER, fp):
