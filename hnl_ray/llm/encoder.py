@@ -124,8 +124,27 @@ class LLMEncoder(nn.Module):
         if self.proj is not None:
             self.proj.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("proj.")})
 
-    def merge(self) -> "LLMEncoder":
+    def merge(self) -> LLMEncoder:
         """Fold LoRA into the base weights (faster inference, same outputs)."""
         self.model = self.model.merge_and_unload()
         return self
 
+
+def contrastive_batch(model: nn.Module, enc: LLMEncoder, queries: list[str], passages: list[str],
+                      device: torch.device, cf: torch.Tensor | None = None, gather=lambda x: x):
+    """One fine-tuning batch: the loss of `queries` against `passages` (their positives first, extra negatives
+    after), plus the gathered embeddings and the non-padding tokens processed. `model` is `enc` or its DDP/FSDP
+    wrapper (the forward must go through it for gradient sync); `gather` collects embeddings across workers so that
+    negatives come from the global batch. Call under the caller's autocast."""
+    from .contrastive import contrastive_loss
+
+    c = enc.cfg
+    enc_q = {k: v.to(device) for k, v in enc.tokenize(queries, c.max_query_tokens, True).items()}
+    enc_p = {k: v.to(device) for k, v in enc.tokenize(passages, c.max_passage_tokens, False).items()}
+    q = model(**enc_q, cf=cf.to(device) if cf is not None else None)
+    p = model(**enc_p)
+    n = q.shape[0]
+    qg = gather(q)
+    pg = torch.cat([gather(p[:n]), gather(p[n:])]) if p.shape[0] > n else gather(p)
+    tokens = int(enc_q["attention_mask"].sum() + enc_p["attention_mask"].sum())
+    return contrastive_loss(c.loss, qg, pg, c.temperature), qg, pg, tokens

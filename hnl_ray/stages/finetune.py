@@ -66,8 +66,8 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
 
     from ..cf.checkpoint import load_optimizer, optimizer_tensors
     from ..config.hnlmrec import FinetuneConfig
-    from ..llm.contrastive import contrastive_loss, in_batch_accuracy
-    from ..llm.encoder import LLMEncoder
+    from ..llm.contrastive import in_batch_accuracy
+    from ..llm.encoder import LLMEncoder, contrastive_batch
 
     cfg = FinetuneConfig.model_validate(config["finetune"])
     ctx = ray.train.get_context()
@@ -152,17 +152,11 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
             texts = list(batch["positive"])
             if extra and cfg.random_negatives:
                 texts += list(rng.choice(extra, cfg.random_negatives))
-            enc_q = {k: v.to(device) for k, v in inner.tokenize(list(batch["query"]), cfg.max_query_tokens,
-                                                                 True).items()}
-            enc_p = {k: v.to(device) for k, v in inner.tokenize(texts, cfg.max_passage_tokens, False).items()}
-            cfq = cf_of(batch)
             with autocast:
-                q = model(**enc_q, cf=cfq.to(device) if cfq is not None else None)
-                p = model(**enc_p)
-                n = q.shape[0]  # positives first (aligned with the gathered queries), extra negatives after
-                qg, pg = gather(q), torch.cat([gather(p[:n]), gather(p[n:])]) if p.shape[0] > n else gather(p)
-                loss = contrastive_loss(cfg.loss, qg, pg, cfg.temperature) / cfg.grad_accum
-            tokens += int(enc_q["attention_mask"].sum() + enc_p["attention_mask"].sum())
+                loss, qg, pg, n_tok = contrastive_batch(model, inner, list(batch["query"]), texts, device,
+                                                        cf_of(batch), gather)
+                loss = loss / cfg.grad_accum
+            tokens += n_tok
             loss.backward()
             if (b + 1) % cfg.grad_accum:
                 continue
@@ -268,8 +262,8 @@ def validate_adapter(cfg: Config, base_path: str, tensors: dict, valid: pa.Table
     """Held-out loss and in-batch accuracy of the trained adapter against the untrained base."""
     import torch
 
-    from ..llm.contrastive import contrastive_loss, in_batch_accuracy
-    from ..llm.encoder import LLMEncoder
+    from ..llm.contrastive import in_batch_accuracy
+    from ..llm.encoder import LLMEncoder, contrastive_batch
 
     if valid.num_rows < 2:
         return {}
@@ -284,10 +278,9 @@ def validate_adapter(cfg: Config, base_path: str, tensors: dict, valid: pa.Table
         if cfg.finetune.cf_tokens:
             cf = _cf_rows(run, rows)
         with torch.no_grad():
-            q = enc.encode_queries(rows["query"].to_pylist(), cf)
-            p = enc.encode_items(rows["positive"].to_pylist())
-        out[f"valid_loss_{name}"] = round(float(contrastive_loss(cfg.finetune.loss, q, p,
-                                                                  cfg.finetune.temperature)), 4)
+            loss, q, p, _ = contrastive_batch(enc, enc, rows["query"].to_pylist(), rows["positive"].to_pylist(),
+                                              torch.device("cpu"), cf)
+        out[f"valid_loss_{name}"] = round(float(loss), 4)
         out[f"valid_in_batch_acc_{name}"] = round(in_batch_accuracy(q, p), 4)
     return out
 
