@@ -4,10 +4,14 @@ Dataset: amazon-scientific (its leave-one-out split) by default. LightGCN, the s
 3 seeds, model chosen on validation, test evaluated once per run. Samplers: uniform, DNS, MixGCF, semantic
 method 1 (text -> embedding), semantic-item (grounded ids), HNLMRec; controls: uniform with the margin loss, and
 HNLMRec with alpha = 0 (the contrastive term only). Item profiles are the items' own text
-(`profiles.item_source: text`, one LLM call per item saved); user profiles, hard negatives (one pair per user),
-fine-tuning (SmolLM2-135M, LoRA, 2 Ray Train workers) and hard-negative inference run for real.
+(`profiles.item_source: text`, one LLM call per item saved); user profiles (last 6 items, 160-token history
+budget), method-1 hard negatives (one pair per user), fine-tuning (SmolLM2-135M, LoRA, 2 Ray Train workers x 8
+pairs, 120 steps) and hard-negative inference (one pair per user; other pairs use the user's mean) run for real.
+On 2 CPU cores that is hours (a user profile takes ~2 s): every stage writes as it goes and resumes where it
+stopped, so the command can be interrupted and run again.
 
     python -m benchmarks.hnlmrec [--dataset amazon-scientific] [--stage-only | --cf-only] [--seeds 3]
+                                 [--samplers uniform,dns,mixgcf,uniform-margin]   # the classic rows need no LLM
 """
 
 from __future__ import annotations
@@ -23,13 +27,16 @@ from hnl_ray.ray_utils import init_ray
 
 from ._common import ROOT, WORK, console, report
 
-LLM = ["profiles.item_source=text", "profiles.user_history=8", "profiles.user_token_budget=200",
+LLM = ["profiles.item_source=text", "profiles.user_history=6", "profiles.user_token_budget=160",
        "llm.max_new_tokens=72", "llm.batch_size=32", "negatives.pairs_per_user=1",
        "teacher.train={sampler: {name: dns, candidates: 16}, optim: {lr: 0.002, batch_size: 1024, epochs: 300}, "
        "eval: {patience: 20}}",
-       "teacher.candidates=64", "finetune.num_workers=2", "finetune.cpus_per_worker=0.5", "finetune.batch_size=12",
-       "finetune.max_steps=240", "finetune.checkpoint_every=40", "finetune.max_query_tokens=160",
-       "finetune.lr=0.0005", "hardneg.pairs_per_user=2", "hardneg.batch_size=32", "ray.num_cpus=2"]
+       "teacher.candidates=64", "finetune.num_workers=2", "finetune.cpus_per_worker=0.5", "finetune.batch_size=8",
+       "finetune.max_steps=120", "finetune.checkpoint_every=20", "finetune.max_query_tokens=144",
+       "finetune.lr=0.0005", "hardneg.pairs_per_user=1", "hardneg.batch_size=32", "ray.num_cpus=2"]
+# HNLMRec's inputs first, method 1's after: the teacher keys on the catalog's embeddings only, so the second
+# `embed` (which adds the negatives) leaves the teacher, fine-tuning and inference up to date.
+STAGES = ("prepare", "profiles", "embed", "teacher", "finetune", "hardneg", "negatives", "embed")
 CF = ["train.model.name=lightgcn", "train.model.dim=64", "train.model.layers=3", "train.optim.lr=0.002",
       "train.optim.batch_size=1024", "train.optim.epochs=400", "train.eval.metric=ndcg@20",
       "train.eval.patience=20", "train.runs={}"]
@@ -52,6 +59,8 @@ def main() -> None:
     ap.add_argument("--stage-only", action="store_true", help="only the LLM and HNLMRec stages")
     ap.add_argument("--cf-only", action="store_true", help="only the CF runs (stages already done)")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--samplers", default=",".join(SAMPLERS),
+                    help="comma-separated subset (the classic ones need no LLM stage)")
     args = ap.parse_args()
     run_dir = str(WORK / f"hnlmrec-{args.dataset}")
     cfg = load_config(ROOT / "configs" / f"{args.dataset}.yaml", [*LLM, *CF], run_dir=run_dir)
@@ -62,7 +71,7 @@ def main() -> None:
             stage_times[stage] = seconds
             console.print(f"{stage}: {seconds:.0f} s")
 
-        for stage in ("prepare", "profiles", "negatives", "embed", "teacher", "finetune", "hardneg"):
+        for stage in STAGES:
             run_pipeline(cfg, only=stage, on_stage=on_stage)
     if args.stage_only:
         return
@@ -70,7 +79,8 @@ def main() -> None:
 
     run = RunDir(run_dir)
     runs: dict[str, list[dict]] = {}
-    for name, override in SAMPLERS.items():
+    for name in args.samplers.split(","):
+        override = SAMPLERS[name]
         for seed in range(1, args.seeds + 1):
             over = {**override, "seed": seed}
             c = load_config(ROOT / "configs" / f"{args.dataset}.yaml", [*LLM, *CF], run_dir=run_dir)
