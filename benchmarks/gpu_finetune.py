@@ -133,7 +133,8 @@ def epoch(data: Path, out: Path | None, batch: int, steps: int | None, smoke: bo
         opt.step()
         opt.zero_grad(set_to_none=True)
         if b % 50 == 0 or b == n_batches - 1:
-            log.append({"step": b + 1, "loss": round(float(loss), 4), "in_batch_acc": in_batch_accuracy(q, p)})
+            log.append({"step": b + 1, "loss": round(float(loss), 4),
+                        "in_batch_acc": in_batch_accuracy(q.detach(), p.detach())})
         sync()
         step_s.append(time.perf_counter() - ts)
         tokens += n_tok

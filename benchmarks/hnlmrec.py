@@ -29,8 +29,8 @@ from ._common import ROOT, WORK, console, report
 
 LLM = ["profiles.item_source=text", "profiles.user_history=6", "profiles.user_token_budget=160",
        "llm.max_new_tokens=72", "llm.batch_size=32", "negatives.pairs_per_user=1",
-       "teacher.train={sampler: {name: dns, candidates: 16}, optim: {lr: 0.002, batch_size: 1024, epochs: 300}, "
-       "eval: {patience: 20}}",
+       ("teacher.train={sampler: {name: dns, candidates: 16}, optim: {lr: 0.002, batch_size: 1024, epochs: 300}, "
+        "eval: {patience: 20}}"),
        "teacher.candidates=64", "finetune.num_workers=2", "finetune.cpus_per_worker=0.5", "finetune.batch_size=8",
        "finetune.max_steps=120", "finetune.checkpoint_every=20", "finetune.max_query_tokens=144",
        "finetune.lr=0.0005", "hardneg.pairs_per_user=1", "hardneg.batch_size=32", "ray.num_cpus=2"]
@@ -64,9 +64,9 @@ def main() -> None:
     args = ap.parse_args()
     run_dir = str(WORK / f"hnlmrec-{args.dataset}")
     cfg = load_config(ROOT / "configs" / f"{args.dataset}.yaml", [*LLM, *CF], run_dir=run_dir)
-    init_ray(cfg)
     stage_times = {}
-    if not args.cf_only:
+    if not args.cf_only:  # CF training itself needs no Ray: a --cf-only run can go beside a --stage-only one
+        init_ray(cfg)
         def on_stage(stage, res, seconds):
             stage_times[stage] = seconds
             console.print(f"{stage}: {seconds:.0f} s")
