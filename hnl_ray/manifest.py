@@ -39,11 +39,24 @@ def load(run: RunDir, stage_dir: str) -> dict | None:
         return None  # a damaged manifest means "not done"
 
 
-def is_fresh(run: RunDir, stage_dir: str, fp: str) -> bool:
+def is_fresh(run: RunDir, stage_dir: str, fp: str, key: str = "fingerprint") -> bool:
+    """`key` names the manifest field compared with `fp`; a manifest without it (written before that field
+    existed) is compared by its `fingerprint`."""
     m = load(run, stage_dir)
-    if m is None or m.get("fingerprint") != fp:
+    if m is None or m.get(key, m.get("fingerprint")) != fp:
         return False
     return all(run.exists(stage_dir, out) for out in m.get("outputs", []))
+
+
+def files_digest(run: RunDir, stage_dir: str, names: list[str]) -> str | None:
+    """Hash of the bytes of a stage's output files (None when one is missing)."""
+    h = hashlib.sha256()
+    for name in names:
+        if not run.exists(stage_dir, name):
+            return None
+        h.update(name.encode())
+        h.update(hashlib.sha256(run.read_bytes(f"{stage_dir}/{name}")).digest())
+    return h.hexdigest()[:16]
 
 
 def write(run: RunDir, stage_dir: str, *, stage: str, fp: str, config_part: Any, inputs: dict[str, str],

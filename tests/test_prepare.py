@@ -1,6 +1,7 @@
 """The prepare stage end to end: outputs, stats, manifest skip, bad input."""
 
 import json
+import os
 import shutil
 
 import pyarrow.parquet as pq
@@ -54,6 +55,25 @@ def test_deleted_output_is_not_fresh(tmp_path):
     prepare(cfg)
     (tmp_path / "run" / "prepared" / "valid.parquet").unlink()
     assert not prepare(cfg).get("skipped")
+
+
+def test_recopied_source_reruns_prepare_but_keeps_what_later_stages_key_on(tmp_path, data_dir):
+    shutil.copytree(data_dir / "lightgcn", tmp_path / "lg")
+    cfg = load_config(sets=["data.format=lightgcn", f"data.path={tmp_path / 'lg'}", "split.method=given",
+                            "filters.dedup=none", "split.valid_ratio=0.34"], run_dir=str(tmp_path / "r"))
+    manifest = tmp_path / "r" / "prepared" / "manifest.json"
+    prepare(cfg)
+    first = json.loads(manifest.read_text())
+    train = tmp_path / "lg" / "train.txt"
+    os.utime(train, (1_000_000, 1_000_000))  # as after copying the data again: same bytes, another mtime
+    assert not prepare(cfg).get("skipped")
+    again = json.loads(manifest.read_text())
+    assert again["source_fingerprint"] != first["source_fingerprint"]
+    assert again["fingerprint"] == first["fingerprint"]  # identical tables: profiles, fine-tuning... stay valid
+    assert prepare(cfg).get("skipped")
+    train.write_text(train.read_text().replace("3 2 4 1 0", "3 2 4 1"))  # an edited source
+    assert not prepare(cfg).get("skipped")
+    assert json.loads(manifest.read_text())["fingerprint"] != first["fingerprint"]
 
 
 def test_filter_emptying_data_names_filter(tmp_path):
