@@ -10,13 +10,22 @@ pairs, 120 steps) and hard-negative inference (one pair per user; other pairs us
 On 2 CPU cores that is hours (a user profile takes ~2 s): every stage writes as it goes and resumes where it
 stopped, so the command can be interrupted and run again.
 
+`--samplers` runs a subset; rows of an earlier invocation with the same settings stay in the results file (each
+with its `measured_at`), so a table can be completed in parts.
+
+HNLMRec's alpha is fixed beforehand (ALPHA). `--alphas` adds HNLMRec rows at other alphas (runs `hnlmrec-a<alpha>`)
+and picks among them and ALPHA by mean validation NDCG@20 only; the chosen one's test metrics are reported as
+`hnlmrec (alpha chosen on valid)`, so no number is selected on test.
+
     python -m benchmarks.hnlmrec [--dataset amazon-scientific] [--stage-only | --cf-only] [--seeds 3]
                                  [--samplers uniform,dns,mixgcf,uniform-margin]   # the classic rows need no LLM
+                                 [--alphas 0.01,0.2]                              # validation-only alpha choice
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
@@ -25,7 +34,7 @@ from hnl_ray.config import load_config
 from hnl_ray.pipeline import run_pipeline
 from hnl_ray.ray_utils import init_ray
 
-from ._common import ROOT, WORK, console, report
+from ._common import RESULTS, ROOT, WORK, console, report
 
 LLM = ["profiles.item_source=text", "profiles.user_history=6", "profiles.user_token_budget=160",
        "llm.max_new_tokens=72", "llm.batch_size=32", "negatives.pairs_per_user=1",
@@ -61,7 +70,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--samplers", default=",".join(SAMPLERS),
                     help="comma-separated subset (the classic ones need no LLM stage)")
+    ap.add_argument("--alphas", default="",
+                    help="extra HNLMRec alphas; the best by mean valid NDCG@20 (with ALPHA) is reported")
     args = ap.parse_args()
+    samplers = {**SAMPLERS, **_alpha_variants(args.alphas)}
+    names = args.samplers.split(",") + [n for n in samplers if n not in SAMPLERS]
+    if unknown := [n for n in names if n not in samplers]:
+        raise SystemExit(f"--samplers: unknown {', '.join(unknown)} (known: {', '.join(SAMPLERS)})")
     run_dir = str(WORK / f"hnlmrec-{args.dataset}")
     cfg = load_config(ROOT / "configs" / f"{args.dataset}.yaml", [*LLM, *CF], run_dir=run_dir)
     stage_times = {}
@@ -79,8 +94,8 @@ def main() -> None:
 
     run = RunDir(run_dir)
     runs: dict[str, list[dict]] = {}
-    for name in args.samplers.split(","):
-        override = SAMPLERS[name]
+    for name in names:
+        override = samplers[name]
         for seed in range(1, args.seeds + 1):
             over = {**override, "seed": seed}
             c = load_config(ROOT / "configs" / f"{args.dataset}.yaml", [*LLM, *CF], run_dir=run_dir)
@@ -91,14 +106,24 @@ def main() -> None:
             runs.setdefault(name, []).append(res)
             console.print(f"{name} seed {seed}: test R@20 {res['test']['recall@20']:.4f} "
                           f"N@20 {res['test']['ndcg@20']:.4f} (best epoch {res['best_epoch']})")
-    rows, summary = [], {}
+    summary = {}
     for name, rs in runs.items():
-        m = {k: statistics.mean(r["test"][k] for r in rs) for k in ("recall@20", "ndcg@20")}
-        sd = {k: statistics.pstdev(r["test"][k] for r in rs) for k in ("recall@20", "ndcg@20")}
-        v = {k: statistics.mean(r["valid"][k] for r in rs) for k in ("recall@20", "ndcg@20")}
-        summary[name] = {"test_mean": m, "test_std": sd, "valid_mean": v,
-                         "runs": [{k: r[k] for k in ("seed", "best_epoch", "valid", "test")} for r in rs]}
+        summary[name] = {
+            "test_mean": {k: statistics.mean(r["test"][k] for r in rs) for k in ("recall@20", "ndcg@20")},
+            "test_std": {k: statistics.pstdev(r["test"][k] for r in rs) for k in ("recall@20", "ndcg@20")},
+            "valid_mean": {k: statistics.mean(r["valid"][k] for r in rs) for k in ("recall@20", "ndcg@20")},
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "runs": [{k: r[k] for k in ("seed", "best_epoch", "valid", "test")} for r in rs]}
+    summary = {**_earlier_rows(args.dataset, args.seeds), **summary}
+    rows = []
+    for name, row in summary.items():
+        m, sd, v = row["test_mean"], row["test_std"], row["valid_mean"]
         rows.append([name, f"{v['recall@20']:.4f} / {v['ndcg@20']:.4f}",
+                     f"{m['recall@20']:.4f} ± {sd['recall@20']:.4f}", f"{m['ndcg@20']:.4f} ± {sd['ndcg@20']:.4f}"])
+    chosen = _choose_alpha(summary, ["hnlmrec", *_alpha_variants(args.alphas)]) if args.alphas else None
+    if chosen:
+        m, sd = summary[chosen]["test_mean"], summary[chosen]["test_std"]
+        rows.append([f"hnlmrec (alpha chosen on valid: {chosen})", "",
                      f"{m['recall@20']:.4f} ± {sd['recall@20']:.4f}", f"{m['ndcg@20']:.4f} ± {sd['ndcg@20']:.4f}"])
     manifests = {s: run.read_json(f"{f}/manifest.json") for s, f in (
         ("profiles-users", "profiles/users"), ("negatives", "negatives"), ("finetune", "finetune"),
@@ -106,8 +131,33 @@ def main() -> None:
     report(f"hnlmrec-{args.dataset}", f"LightGCN on {args.dataset}, {args.seeds} seeds: valid R@20 / N@20 (mean), "
            "test R@20 and N@20 (mean ± std)", ["sampler", "valid", "test R@20", "test N@20"], rows,
            {"dataset": args.dataset, "alpha": ALPHA, "llm_settings": LLM, "cf_settings": CF, "samplers": summary,
+            "alpha_chosen_on_valid": chosen,
             "stage_counts": {k: m.get("counts") for k, m in manifests.items()},
             "stage_timings": {k: m.get("timings_s") for k, m in manifests.items()}})
+
+
+def _earlier_rows(dataset: str, seeds: int) -> dict[str, dict]:
+    """Rows of an earlier invocation with the same settings, so running a subset of samplers (`--samplers`) adds
+    to the table instead of replacing it; each row keeps the time it was measured (`measured_at`)."""
+    path = RESULTS / f"hnlmrec-{dataset}.json"
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    if (old.get("llm_settings"), old.get("cf_settings")) != (LLM, CF):
+        return {}
+    return {name: {"measured_at": old.get("finished_at"), **row} for name, row in old.get("samplers", {}).items()
+            if len(row["runs"]) == seeds}
+
+
+def _alpha_variants(alphas: str) -> dict[str, dict]:
+    return {f"hnlmrec-a{a}": {"sampler": {"name": "semantic", "semantic": {"source": "hardneg", "alpha": float(a)}}}
+            for a in (x.strip() for x in alphas.split(",")) if a}
+
+
+def _choose_alpha(summary: dict, names: list[str]) -> str | None:
+    """Of the HNLMRec runs at ALPHA and at --alphas (not the alpha = 0 control), the best by mean valid NDCG@20."""
+    cands = [n for n in names if n in summary]
+    return max(cands, key=lambda n: summary[n]["valid_mean"]["ndcg@20"]) if cands else None
 
 
 def _merge(base: dict, over: dict) -> dict:
