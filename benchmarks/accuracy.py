@@ -13,6 +13,10 @@ Parts (run all, or some with --part; each part's result is merged into benchmark
   thread (`taskset`), so both wall times come from the same run under the same conditions.
 * `samplers-toys`: uniform, DNS and MixGCF negatives for LightGCN on amazon-toys-p5, 3 seeds each.
 
+Settings: configs/bench/pipeline/{yelp2018-mf,toys-lightgcn-recbole,toys-samplers}.yaml (they were lists of --set
+strings here; benchmarks/results/accuracy.json keeps the settings each recorded figure ran with). The sampler
+comparison with equal tuning budgets and intervals is the verdict table (`python -m benchmarks.verdict`).
+
     python -m benchmarks.accuracy [--part mf-yelp --part lightgcn-toys --part recbole --part side-by-side
                                    --part samplers-toys]
 """
@@ -36,38 +40,33 @@ from ._common import RESULTS, ROOT, WORK, console, prepared, report
 
 PARTS = ("mf-yelp", "lightgcn-toys", "recbole", "side-by-side", "samplers-toys")
 
-# RecBole's LightGCN settings, expressed in hnl-ray's config (the peer figure in ../shared/data/README.md).
-TOYS_LIGHTGCN = ["train.model.name=lightgcn", "train.model.dim=64", "train.model.layers=3", "train.optim.lr=0.001",
-                 "train.optim.batch_size=2048", "train.loss.reg=0.0001", "train.sampler.name=uniform",
-                 "train.eval.metric=ndcg@20", "train.eval.patience=10", "train.eval.every=1",
-                 "train.optim.epochs=500"]
-# lr 5e-3 peaked at epoch 30 (test R@20 0.0346) and a stronger L2 only slowed it; lr 1e-3 was chosen on validation.
-MF_YELP = ["train.model.name=mf", "train.model.dim=64", "train.optim.lr=0.001", "train.optim.batch_size=2048",
-           "train.loss.reg=0.0001", "train.eval.every=10", "train.eval.patience=3", "train.optim.epochs=400"]
-SAMPLERS = {"uniform": [], "dns": ["train.sampler.name=dns", "train.sampler.candidates=32"],
-            "mixgcf": ["train.sampler.name=mixgcf", "train.sampler.candidates=32"]}
-SAMPLER_COMMON = ["train.model.name=lightgcn", "train.optim.lr=0.005", "train.optim.batch_size=2048",
-                  "train.eval.every=2", "train.eval.patience=5", "train.optim.epochs=300"]
+# Each part's settings are a pipeline config (configs/bench/pipeline/), validated like every config.
+PIPELINES = ROOT / "configs" / "bench" / "pipeline"
 SEEDS = (1, 2, 3)
 
 
-def _run(config: str, data_name: str, run_name: str, sets: list[str], force: bool = True) -> dict:
-    _, run = prepared(config, data_name)
-    cfg = load_config(ROOT / "configs" / config, sets=[*sets, "train.runs={}"], run_dir=run.path())
+def _run(config: str, data_config: str, data_name: str, run_name: str, tcfg=None, force: bool = True) -> dict:
+    _, run = prepared(data_config, data_name)
+    cfg = load_config(PIPELINES / config, run_dir=run.path())
     t0 = time.perf_counter()
-    res = train_one(cfg, run, run_name, force=force, progress=True)
+    res = train_one(cfg, run, run_name, force=force, progress=True, tcfg=tcfg or cfg.train.for_run(run_name))
     res["wall_s"] = time.perf_counter() - t0  # data loading, graph, training, evaluation: like run_recbole's
     return res
 
 
+def _settings(config: str) -> dict:
+    return load_config(PIPELINES / config).train.model_dump(mode="json")
+
+
 def mf_yelp() -> dict:
-    res = _run("yelp2018-lightgcn.yaml", "yelp2018", "bench-mf", MF_YELP)
-    return {"settings": MF_YELP, "result": _brief(res), "target": {"recall@20": 0.0433, "ndcg@20": 0.0354}}
+    res = _run("yelp2018-mf.yaml", "yelp2018-lightgcn.yaml", "yelp2018", "bench-mf")
+    return {"settings": _settings("yelp2018-mf.yaml"), "result": _brief(res),
+            "target": {"recall@20": 0.0433, "ndcg@20": 0.0354}}
 
 
 def lightgcn_toys() -> dict:
-    res = _run("amazon-toys-p5.yaml", "amazon-toys-p5", "bench-lightgcn", TOYS_LIGHTGCN)
-    return {"settings": TOYS_LIGHTGCN, "result": _brief(res)}
+    res = _run("toys-lightgcn-recbole.yaml", "amazon-toys-p5.yaml", "amazon-toys-p5", "bench-lightgcn")
+    return {"settings": _settings("toys-lightgcn-recbole.yaml"), "result": _brief(res)}
 
 
 def _claim(path: Path) -> bool:
@@ -90,19 +89,23 @@ def _claim(path: Path) -> bool:
 def samplers_toys() -> dict:
     """9 runs; finished runs are reused (train_one skips an up-to-date run), and two processes started at once
     (e.g. `taskset -c 0 ...` and `taskset -c 1 ...`) share the grid through claim files."""
-    out: dict = {"settings": SAMPLER_COMMON, "seeds": list(SEEDS), "runs": {}}
-    grid = [(name, seed) for seed in SEEDS for name in SAMPLERS]
+    cfg = load_config(PIPELINES / "toys-samplers.yaml")
+    out: dict = {"settings": _settings("toys-samplers.yaml"), "seeds": list(SEEDS), "runs": {}}
+    grid = [(name, seed) for seed in SEEDS for name in cfg.train.runs]
+
+    def one(name: str, seed: int) -> dict:
+        return _run("toys-samplers.yaml", "amazon-toys-p5.yaml", "amazon-toys-p5", f"bench-{name}-s{seed}",
+                    tcfg=cfg.train.for_run(name).model_copy(update={"seed": seed}), force=False)
+
     claims = WORK / "claims"
     for name, seed in grid:
         if _claim(claims / f"{name}-s{seed}"):
-            _run("amazon-toys-p5.yaml", "amazon-toys-p5", f"bench-{name}-s{seed}",
-                 [*SAMPLER_COMMON, *SAMPLERS[name], f"train.seed={seed}"], force=False)
+            one(name, seed)
             (claims / f"{name}-s{seed}").unlink()
     for name, seed in grid:
         while (claims / f"{name}-s{seed}").exists():  # another process is still on it
             time.sleep(10)
-        res = _run("amazon-toys-p5.yaml", "amazon-toys-p5", f"bench-{name}-s{seed}",
-                   [*SAMPLER_COMMON, *SAMPLERS[name], f"train.seed={seed}"], force=False)
+        res = one(name, seed)
         brief = _brief(res)
         brief.pop("wall_s")  # a reused run's wall time is its loading time; seconds per epoch are in the brief
         out["runs"].setdefault(name, []).append(brief)

@@ -1,0 +1,92 @@
+"""LLM-stage outputs kept in the repository (benchmarks/artifacts/<dataset>/<stage folder>/), so that a fresh
+machine with an empty runs/ skips a stage whose fingerprint matches instead of redoing hours of CPU work.
+
+`seed_run` copies a stored stage folder (its manifest and outputs) into a run directory that lacks it; the stage's
+own manifest check then decides: same fingerprint -> skipped, anything else -> redone as usual. `save` stores a
+finished stage folder when it is compact (each file < 2 MB, the dataset's folder < 20 MB).
+
+    python -m benchmarks.verdict.artifacts save --dataset amazon-scientific --run-dir RUN --folder hardneg
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from hnl_ray.storage import RunDir
+
+ROOT = Path(__file__).resolve().parents[2]
+STORE = ROOT / "benchmarks" / "artifacts"
+FILE_LIMIT = 2 * 1024 * 1024
+FOLDER_LIMIT = 20 * 1024 * 1024
+SKIP = ("checkpoint", "run.json", ".tmp")  # resumable scratch, not results
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not any(s in p.name or s in p.parts
+                                                                          for s in SKIP))
+
+
+def stored(dataset: str) -> list[str]:
+    """Stage folders stored for a dataset (relative paths, e.g. `hardneg`, `profiles/users`)."""
+    base = STORE / dataset
+    return sorted(str(m.parent.relative_to(base)) for m in base.rglob("manifest.json")) if base.exists() else []
+
+
+def seed_run(dataset: str, run: RunDir) -> list[str]:
+    """Copy stored stage folders into `run` where it has no manifest for them; returns those copied."""
+    copied = []
+    for folder in stored(dataset):
+        if run.exists(folder, "manifest.json"):
+            continue  # the run's own result wins; its stage decides whether it is fresh
+        src = STORE / dataset / folder
+        for f in _files(src):
+            run.write_bytes(f"{folder}/{f.relative_to(src)}", f.read_bytes())
+        copied.append(folder)
+    return copied
+
+
+def save(dataset: str, run_dir: str, folder: str) -> dict:
+    src = Path(run_dir) / folder
+    if not (src / "manifest.json").exists():
+        raise SystemExit(f"{src}: no manifest.json (the stage did not finish)")
+    manifest = json.loads((src / "manifest.json").read_text())
+    files = _files(src)
+    big = [f"{f.relative_to(src)} ({f.stat().st_size / 2**20:.1f} MB)" for f in files if f.stat().st_size >= FILE_LIMIT]
+    if big:
+        raise SystemExit(f"{folder}: files over 2 MB cannot be stored: {', '.join(big)}")
+    dst = STORE / dataset / folder
+    others = sum(f.stat().st_size for f in _files(STORE / dataset) if dst not in f.parents) if (
+        STORE / dataset).exists() else 0
+    total = others + sum(f.stat().st_size for f in files)
+    if total >= FOLDER_LIMIT:
+        raise SystemExit(f"benchmarks/artifacts/{dataset} would hold {total / 2**20:.1f} MB (limit 20 MB)")
+    shutil.rmtree(dst, ignore_errors=True)
+    for f in files:
+        out = dst / f.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, out)
+    return {"folder": folder, "files": len(files), "bytes": sum(f.stat().st_size for f in files),
+            "fingerprint": manifest.get("fingerprint"), "dataset_total_bytes": total}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("save", help="store a finished stage folder of a run directory")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--run-dir", required=True)
+    s.add_argument("--folder", action="append", required=True)
+    sub.add_parser("list", help="what is stored").add_argument("--dataset", required=True)
+    args = ap.parse_args()
+    if args.cmd == "save":
+        for folder in args.folder:
+            print(json.dumps(save(args.dataset, args.run_dir, folder)))
+    else:
+        print("\n".join(stored(args.dataset)) or "(nothing stored)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""Runs one benchmark table end to end, resuming where it stopped: pipeline stages (skipped by their manifests),
+one Ray Tune sweep per row with a grid (through `hnl-ray tune`'s run_tune, chosen on validation), the chosen
+setting over every seed (CF runs skipped by their manifests), then the statistics, groups and diagnostics.
+
+Each row's record (bench/rows/<row>.json in the run directory) carries the git commit and the full CF config
+it ran; the test split is read only after every choice is made.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from hnl_ray import manifest
+from hnl_ray.config import Config, load_config
+from hnl_ray.config.cf import TrainConfig
+from hnl_ray.config.tune import TuneConfig
+from hnl_ray.storage import RunDir
+
+from . import artifacts
+from .config import BenchConfig, RowConfig, missing_need, row_train
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def pipeline_config(bench: BenchConfig, here: Path, run_dir: str) -> Config:
+    cfg = load_config(here / bench.config if bench.config else None, bench.sets, run_dir=run_dir)
+    cfg.train = TrainConfig.model_validate(bench.train)  # the shared CF settings, also the teacher's base
+    return cfg
+
+
+def row_status(bench: BenchConfig, row: RowConfig, run: RunDir) -> str | None:
+    """None when the row can run here, else why it is not run (shown in the table)."""
+    for need in row.needs:
+        if (why := missing_need(need)) is not None:
+            return f"not run (sampler missing: {why})"
+    for folder in row.needs_stages:
+        if manifest.load(run, folder) is None:
+            return f"not run (LLM stage output {folder}/ not in the run directory)"
+    row_train(bench, row)  # a typo in a runnable row is an error, not a skipped row
+    return None
+
+
+def sweep(cfg: Config, bench: BenchConfig, name: str, row: RowConfig, run: RunDir) -> dict:
+    """The row's grid as one Ray Tune sweep; its chosen point (best validation metric) is cached by fingerprint."""
+    base = row_train(bench, row)
+    space = {k: {"grid": v} for k, v in row.grid.items()}
+    fp = manifest.fingerprint({"train": base.model_dump(mode="json"), "space": space,
+                               "sweep": bench.sweep.model_dump(), "metric": bench.metric, "seed": cfg.seed},
+                              {"prepared": (manifest.load(run, "prepared") or {}).get("fingerprint", "missing"),
+                               **{f: (manifest.load(run, f) or {}).get("fingerprint") for f in row.needs_stages}})
+    folder = f"bench/sweeps/{name}"
+    if run.exists(folder, "sweep.json") and run.read_json(f"{folder}/sweep.json").get("fingerprint") == fp:
+        return run.read_json(f"{folder}/sweep.json")
+    from hnl_ray.tune import run_tune
+
+    c = cfg.model_copy(deep=True)
+    c.train = base
+    s = bench.sweep
+    c.tune = TuneConfig(name=f"bench-{name}-{fp[:8]}", metric=bench.metric, search="grid", num_samples=1,
+                        max_concurrent_trials=s.max_concurrent_trials, cpus_per_trial=s.cpus_per_trial,
+                        scheduler=s.scheduler, grace_period=s.grace_period, reduction_factor=s.reduction_factor,
+                        space=space)
+    t0 = time.perf_counter()
+    res = run_tune(c, run)
+    import csv
+    import io
+
+    points = [{**{k: _parse(r[k]) for k in row.grid}, "best_valid": float(r["best_valid"]),
+               "epochs": int(r["epochs"])}
+              for r in csv.DictReader(io.StringIO(run.read_text(f"tune/{c.tune.name}/results.csv")))]
+    out = {"fingerprint": fp, "tune_name": c.tune.name, "metric": bench.metric, "chosen": res["params"],
+           "chosen_valid": res["best_valid"], "points": points, "seconds": time.perf_counter() - t0}
+    run.write_json(f"{folder}/sweep.json", out)
+    return out
+
+
+def _parse(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def run_rows(bench: BenchConfig, here: Path, run_dir: str, only: list[str] | None = None,
+             say: Callable[[str], None] = print) -> dict[str, dict]:
+    """Everything that trains; returns each row's record. Interrupt and run again: finished work is skipped."""
+    from hnl_ray.cf.data import CFData
+    from hnl_ray.cf.stage import train_one
+    from hnl_ray.pipeline import run_pipeline
+
+    run = RunDir(run_dir)
+    cfg = pipeline_config(bench, here, run_dir)
+    if copied := artifacts.seed_run(bench.dataset, run):
+        say(f"seeded from benchmarks/artifacts/{bench.dataset}: {', '.join(copied)}")
+    for stage in bench.stages:
+        run_pipeline(cfg, run, only=stage)
+    data = CFData.from_run(run)
+    commit = git_commit()
+    records: dict[str, dict] = {}
+    for name, row in bench.rows.items():
+        if only and name not in only:
+            if run.exists("bench/rows", f"{name}.json"):
+                records[name] = run.read_json(f"bench/rows/{name}.json")
+            continue
+        status = row_status(bench, row, run)
+        if status is not None:
+            say(f"{name}: {status}")
+            records[name] = {"row": name, "kind": row.kind, "status": status, "note": row.note}
+            continue
+        sw = sweep(cfg, bench, name, row, run) if row.grid else None
+        setting = sw["chosen"] if sw else {}
+        tcfg = row_train(bench, row, setting)
+        rec = {"row": name, "kind": row.kind, "status": "run", "note": row.note, "commit": commit,
+               "setting": setting, "sweep": sw, "config": tcfg.model_dump(mode="json"), "seeds": {}}
+        for seed in bench.seeds:
+            res = train_one(cfg, run, f"v-{name}-s{seed}", data=data, progress=False,
+                            tcfg=tcfg.model_copy(update={"seed": seed}))
+            rec["seeds"][str(seed)] = {"run": f"v-{name}-s{seed}", "best_epoch": res["best_epoch"],
+                                       "valid": res["valid"], "test": res["test"],
+                                       "skipped": bool(res.get("skipped"))}
+            say(f"{name} seed {seed}: valid {bench.metric} {res['valid'][bench.metric]:.4f}"
+                + (" (up to date)" if res.get("skipped") else ""))
+        prev = run.read_json(f"bench/rows/{name}.json") if run.exists("bench/rows", f"{name}.json") else {}
+        if prev.get("config") == rec["config"] and all(s["skipped"] for s in rec["seeds"].values()):
+            rec["commit"] = prev.get("commit", commit)  # nothing re-ran: the commit that produced the figures
+        rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        run.write_json(f"bench/rows/{name}.json", rec)
+        records[name] = rec
+    return records
+
+
+def item_text_vectors(cfg: Config, run: RunDir, model: str | None) -> np.ndarray | None:
+    """L2-normalised sentence vectors of every item's text (cached in bench/item_text.parquet)."""
+    import pyarrow as pa
+
+    from hnl_ray.llm.embedder import SentenceEmbedder, vector_column, vectors
+    from hnl_ray.llm.models import resolve_sentence_model
+    from hnl_ray.stages.common import prepared
+    from hnl_ray.stages.embed import item_texts
+
+    path = resolve_sentence_model(model or cfg.embed.model)
+    fields = [f for f in cfg.embed.item_fields if f != "profile"] or ["title"]
+    fp = manifest.fingerprint({"model": path, "fields": fields},
+                              {"prepared": (manifest.load(run, "prepared") or {}).get("fingerprint")})
+    if run.exists("bench", "item_text.parquet") and run.exists("bench", "item_text.json") and \
+            run.read_json("bench/item_text.json").get("fingerprint") == fp:
+        return vectors(run.read_parquet("bench/item_text.parquet")["vector"])
+    items = prepared(run)["items"].sort_by("item_idx")
+    vecs = SentenceEmbedder(path, 128, None, "cpu", "float32").encode(item_texts(items, fields, {}))
+    run.write_parquet("bench/item_text.parquet", pa.table({"item_idx": items["item_idx"],
+                                                           "vector": vector_column(vecs)}))
+    run.write_json("bench/item_text.json", {"fingerprint": fp, "model": path, "fields": fields})
+    return vecs

@@ -1,0 +1,213 @@
+"""The verdict protocol (benchmarks/verdict): its statistics, verdict rule, groups, bench-config validation,
+artifact seeding and the resume of a half-finished table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.verdict import artifacts, groups, report, stats
+from benchmarks.verdict.config import BenchConfig, load_bench, missing_need
+from hnl_ray.config.loader import ConfigError
+from hnl_ray.storage import RunDir
+
+REPO = Path(__file__).parent.parent
+CHECKER = REPO.parent.parent / "shared" / "tools" / "check_results_json.py"
+
+
+# ------------------------------------------------------------------ statistics
+
+def test_mean_sd_is_the_sample_sd():
+    assert stats.mean_sd([1.0, 2.0, 3.0]) == {"mean": 2.0, "sd": 1.0}  # population s.d. would be 0.816
+    assert stats.mean_sd([0.5]) == {"mean": 0.5, "sd": 0.0}
+
+
+def test_bootstrap_of_a_two_user_case_matches_its_exact_distribution():
+    # d = a - b = [0, 1]: a resample's mean is 0, 0.5 or 1 with probabilities 1/4, 1/2, 1/4, so the 95 %
+    # percentile interval is [0, 1] and its middle half sits at 0.5.
+    ci = stats.paired_bootstrap(np.array([0.2, 1.2]), np.array([0.2, 0.2]), resamples=4000, seed=3)
+    assert ci["mean"] == pytest.approx(0.5)
+    assert (ci["ci_low"], ci["ci_high"]) == (0.0, 1.0)
+    mid = stats.paired_bootstrap(np.array([0.2, 1.2]), np.array([0.2, 0.2]), resamples=4000, level=0.4, seed=3)
+    assert mid["ci_low"] == mid["ci_high"] == 0.5
+
+
+def test_bootstrap_is_paired_and_matches_the_normal_interval():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 1, 3000)  # large per-user spread shared by both rows: pairing removes it
+    a, b = base + 0.01 + rng.normal(0, 0.05, 3000), base
+    ci = stats.paired_bootstrap(a, b, resamples=2000, seed=1)
+    half = 1.96 * np.std(a - b, ddof=1) / np.sqrt(3000)
+    assert ci["ci_low"] == pytest.approx(ci["mean"] - half, abs=0.0005)
+    assert ci["ci_high"] == pytest.approx(ci["mean"] + half, abs=0.0005)
+    assert ci["ci_low"] > 0  # unpaired, the spread of `base` (s.d. 0.29) would swamp a 0.01 difference
+
+
+def test_bootstrap_refuses_too_few_resamples_in_a_bench_config():
+    with pytest.raises(Exception, match="resamples"):
+        BenchConfig.model_validate({"dataset": "x", "config": None, "bootstrap": {"resamples": 500},
+                                    "rows": {"uniform": {}}})
+
+
+def test_align_pairs_users_by_id():
+    a, b = stats.align(np.array([3, 1, 2]), np.array([30.0, 10.0, 20.0]), np.array([2, 3]), np.array([2.0, 3.0]))
+    assert a.tolist() == [20.0, 30.0] and b.tolist() == [2.0, 3.0]
+
+
+@pytest.mark.parametrize("lo,hi,word", [(0.001, 0.01, "above"), (-0.01, -0.001, "below"),
+                                        (-0.001, 0.01, "not distinguishable from"),
+                                        (0.0, 0.01, "not distinguishable from")])
+def test_verdict_rule(lo, hi, word):
+    ci = {"mean": (lo + hi) / 2, "ci_low": lo, "ci_high": hi, "users": 100, "level": 0.95}
+    assert stats.verdict(ci) == word
+    assert stats.sentence("hnlmrec", "dns", "ndcg@20", ci, 5).startswith(f"hnlmrec is {word} dns on test NDCG@20")
+
+
+# ------------------------------------------------------------------ groups and diagnostics
+
+def test_popularity_quintiles_and_unseen_items():
+    counts = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0])
+    g, labels = groups.popularity_groups(counts)
+    assert g[0] == g[11] == 5 and labels[5] == "unseen"
+    assert np.bincount(g[1:11], minlength=5).tolist() == [2, 2, 2, 2, 2]
+    assert g[1] == 0 and g[10] == 4  # the rarest seen item in Q1, the most popular in Q5
+
+
+def test_activity_bins():
+    g, labels = groups.activity_groups(np.array([0, 1, 2, 3, 5, 6, 10, 11, 50]))
+    assert [labels[x] for x in g] == ["0 (cold)", "1-2", "1-2", "3-5", "3-5", "6-10", "6-10", ">10", ">10"]
+
+
+def test_item_group_metrics_from_ranks():
+    out = groups.by_item_group(np.array([0, 0, 1]), np.array([0, -1, 3]), np.array([0, 1]), ["a", "b"], 20)
+    assert out["a"] == {"pairs": 2, "recall@20": 0.5, "ndcg@20": 0.5}
+    assert out["b"]["ndcg@20"] == pytest.approx(1 / np.log2(5))
+
+
+def test_false_negative_shares():
+    from benchmarks.verdict.fhn import shares
+    from hnl_ray.cf.data import CFData
+
+    data = CFData(3, 5, (np.array([0, 1]), np.array([0, 1])), (np.array([0]), np.array([2])),
+                  (np.array([0]), np.array([3])))
+    text = np.eye(5)[[0, 1, 2, 3, 0]]  # item 4 has item 0's text
+    res = shares(np.array([0, 0, 0, 1]), np.array([0, 0, 0, 1]), np.array([2, 3, 4, 2]), data, text)
+    assert res["share_valid_or_test"] == 0.5 and res["share_valid"] == 0.25 and res["share_test"] == 0.25
+    assert res["text_sim_to_positive"] == 0.25
+
+
+# ------------------------------------------------------------------ configs
+
+def _write(tmp_path: Path, body: str) -> Path:
+    p = tmp_path / "bench.yaml"
+    p.write_text(body)
+    return p
+
+
+def test_bench_config_rejects_unknown_keys_and_unequal_grids(tmp_path):
+    with pytest.raises(ConfigError, match="rows.dns.gird"):
+        load_bench(_write(tmp_path, "dataset: x\nconfig: null\nrows: {dns: {gird: {}}}\n"))
+    with pytest.raises(ConfigError, match="3 points, but every sweep has grid_points = 4"):
+        load_bench(_write(tmp_path, "dataset: x\nconfig: null\nrows:\n  dns: {grid: {sampler.candidates: [4, 8, 16]}}\n"))
+    with pytest.raises(ConfigError, match="shared by every row"):
+        load_bench(_write(tmp_path, "dataset: x\nconfig: null\nrows: {uniform: {train: {optim: {lr: 0.1}}}}\n"))
+    with pytest.raises(ConfigError, match="train"):
+        load_bench(_write(tmp_path, "dataset: x\nconfig: null\ntrain: {optim: {lrr: 1}}\nrows: {uniform: {}}\n"))
+
+
+def test_every_shipped_bench_config_validates():
+    for path in sorted((REPO / "configs" / "bench").glob("*.yaml")):
+        bench, _ = load_bench(path)
+        assert any(r.kind == "classic" for r in bench.rows.values()), path
+
+
+def test_missing_needs_are_named():
+    assert missing_need("sampler.name=dns") is None
+    assert "not implemented" in missing_need("sampler.name=no-such-sampler")
+    assert "does not exist" in missing_need("sampler.nothing.source=random")
+
+
+# ------------------------------------------------------------------ artifacts and the Markdown block
+
+def test_stored_stage_is_seeded_into_an_empty_run(tmp_path, monkeypatch):
+    store = tmp_path / "store"
+    (store / "ds" / "hardneg").mkdir(parents=True)
+    (store / "ds" / "hardneg" / "manifest.json").write_text('{"fingerprint": "f"}')
+    (store / "ds" / "hardneg" / "vectors.parquet").write_bytes(b"x")
+    monkeypatch.setattr(artifacts, "STORE", store)
+    run = RunDir(str(tmp_path / "run"))
+    assert artifacts.seed_run("ds", run) == ["hardneg"]
+    assert run.read_bytes("hardneg/vectors.parquet") == b"x"
+    assert artifacts.seed_run("ds", run) == []  # the run's own folder is never overwritten
+
+
+def test_markdown_block_is_replaced_in_place(tmp_path):
+    p = tmp_path / "results.md"
+    p.write_text("# Results\n\nintro\n")
+    report.replace_block(p, "ds", "one\n")
+    report.replace_block(p, "other", "x\n")
+    report.replace_block(p, "ds", "two\n")
+    text = p.read_text()
+    assert "one" not in text and text.count("two") == 1 and text.index("two") < text.index("x\n")
+    assert text.startswith("# Results\n\nintro\n")
+
+
+# ------------------------------------------------------------------ a half-finished table resumes
+
+BENCH = """
+dataset: tiny
+config: null
+sets: ["data.format=synthetic", "data.n_users=40", "data.n_items=30", "data.mean_interactions=8"]
+run_dir: {run}
+seeds: [1, 2]
+train:
+  model: {{name: mf, dim: 8}}
+  optim: {{lr: 0.01, batch_size: 64, epochs: 2}}
+  eval: {{metric: ndcg@20, patience: 2, ks: [10, 20]}}
+  threads: 1
+rows:
+  uniform: {{}}
+  uniform-margin: {{kind: control, train: {{loss: {{name: margin}}}}}}
+  later: {{needs: [sampler.name=not-yet], train: {{sampler: {{name: not-yet}}}}}}
+"""
+
+
+def _verdict(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "benchmarks.verdict", *args], cwd=REPO, capture_output=True,
+                          text=True, env={**__import__("os").environ, "PYTHONPATH": str(REPO)}, timeout=600)
+
+
+@pytest.mark.slow
+def test_a_half_finished_table_resumes_and_reports(tmp_path):
+    run = tmp_path / "run"
+    cfg = _write(tmp_path, BENCH.format(run=run))
+    out = tmp_path / "out"
+    first = _verdict("--config", str(cfg), "--rows", "uniform", "--out", str(out), "--no-diagnostics")
+    assert first.returncode == 0, first.stderr
+    done = json.loads((out / "results.json").read_text())["datasets"]["tiny"]
+    assert list(done["rows"]) == ["uniform"] and done["best_classic"] == "uniform"
+    assert "not run yet" in done["not_run"]["uniform-margin"]
+    manifest_before = (run / "cf" / "v-uniform-s1" / "manifest.json").read_text()
+
+    second = _verdict("--config", str(cfg), "--out", str(out), "--no-diagnostics")
+    assert second.returncode == 0, second.stderr
+    assert "uniform seed 1: valid ndcg@20" in second.stdout and "(up to date)" in second.stdout
+    assert (run / "cf" / "v-uniform-s1" / "manifest.json").read_text() == manifest_before  # not retrained
+    rec = json.loads((run / "bench" / "rows" / "uniform.json").read_text())
+    assert all(s["skipped"] for s in rec["seeds"].values()) and len(rec["commit"]) >= 7
+    assert rec["config"]["model"]["name"] == "mf"
+    res = json.loads((out / "results.json").read_text())["datasets"]["tiny"]
+    assert set(res["rows"]) == {"uniform", "uniform-margin"}
+    assert res["not_run"]["later"].startswith("not run (sampler missing")
+    d = res["rows"]["uniform-margin"]["diff_vs_best_classic"]["ndcg@20"]
+    assert d["ci_low"] <= d["mean"] <= d["ci_high"]
+    assert "## Verdict table: tiny" in (out / "results.md").read_text()
+    if CHECKER.exists():
+        check = subprocess.run([sys.executable, str(CHECKER), str(out / "results.json")], capture_output=True,
+                               text=True)
+        assert check.returncode == 0, check.stdout
