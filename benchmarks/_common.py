@@ -21,11 +21,20 @@ SHARED = ROOT.parent / "shared" / "data"
 console = Console(width=130)
 
 
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "unknown")
+    except OSError:
+        return platform.processor() or "unknown"
+
+
 def machine() -> dict:
     import torch
 
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+    return {"cpus": os.cpu_count(), "cpu_model": cpu_model(), "platform": platform.platform(),
+            "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "load_avg_1_5_15": list(os.getloadavg()),  # the machine is shared: absolute times depend on it
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
@@ -53,15 +62,17 @@ def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> 
     return statistics.median(times), times
 
 
-def report(name: str, title: str, columns: list[str], rows: list[list], payload: dict) -> None:
+def report(name: str, title: str, columns: list[str], rows: list[list], payload: dict, smoke: bool = False) -> None:
+    """Print the table and write RESULTS/name.json (a smoke run writes under WORK/smoke, not the committed one)."""
     t = Table(title=title)
     for c in columns:
         t.add_column(c)
     for r in rows:
         t.add_row(*[str(x) for x in r])
     console.print(t)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{name}.json"
+    folder = WORK / "smoke" if smoke else RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"{name}.json"
     payload = {"benchmark": name, "machine": machine(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
                **payload}
     out.write_text(json.dumps(payload, indent=2, default=float) + "\n")

@@ -55,9 +55,18 @@ class _SymmetricSpMM(torch.autograd.Function):
         return None, torch.sparse.mm(ctx.adj, grad.contiguous())  # A is symmetric: A^T G = A G
 
 
-def propagate(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+BACKWARDS = ("custom", "autograd")  # train.model.backward: the ops above, or plain autograd through torch.sparse.mm
+
+
+def _check(backward: str) -> None:
+    if backward not in BACKWARDS:
+        raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
+
+
+def propagate(adj: torch.Tensor, x: torch.Tensor, backward: str = "custom") -> torch.Tensor:
     """A @ x for a constant symmetric sparse A, differentiable in x only."""
-    if not x.requires_grad:
+    _check(backward)
+    if not x.requires_grad or backward == "autograd":
         return torch.sparse.mm(adj, x)
     return _SymmetricSpMM.apply(adj, x)
 
@@ -81,6 +90,12 @@ class _MeanPropagation(torch.autograd.Function):
         return None, h.div_(ctx.k + 1), None
 
 
-def mean_propagate(adj: torch.Tensor, x: torch.Tensor, k: int) -> torch.Tensor:
+def mean_propagate(adj: torch.Tensor, x: torch.Tensor, k: int, backward: str = "custom") -> torch.Tensor:
     """mean(x, A x, ..., A^k x) for a constant symmetric sparse A, differentiable in x."""
-    return _MeanPropagation.apply(adj, x, k)
+    _check(backward)
+    if backward == "custom":
+        return _MeanPropagation.apply(adj, x, k)
+    outs = [x]
+    for _ in range(k):
+        outs.append(torch.sparse.mm(adj, outs[-1]))
+    return torch.stack(outs, 0).mean(0)

@@ -81,11 +81,11 @@ class LightGCN(_GraphModel):
         x = torch.cat(self.ego(), 0)
         nu = self.n_users
         if not layers:
-            final = mean_propagate(self.adj, x, self.cfg.layers)
+            final = mean_propagate(self.adj, x, self.cfg.layers, self.cfg.backward)
             return Embeddings(final[:nu], final[nu:], table=final)
         outs = [x]
         for _ in range(self.cfg.layers):
-            x = propagate(self.adj, x)
+            x = propagate(self.adj, x, self.cfg.backward)
             outs.append(x)
         final = torch.stack(outs, 0).mean(0)
         return Embeddings(final[:nu], final[nu:], [t[:nu] for t in outs], [t[nu:] for t in outs], table=final)
@@ -111,7 +111,7 @@ class NGCF(_GraphModel):
         x = torch.cat(self.ego(), 0)
         outs = [x]
         for w1, w2 in zip(self.w1, self.w2):
-            side = propagate(self.adj, x)
+            side = propagate(self.adj, x, self.cfg.backward)
             x = nn.functional.leaky_relu(w1(side + x) + w2(side * x), 0.2)
             x = self.drop(x)
             outs.append(nn.functional.normalize(x, dim=1))

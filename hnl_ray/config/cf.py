@@ -20,6 +20,10 @@ class ModelConfig(Section):
     init: Literal["xavier", "normal"] = Field("xavier", description="Embedding initialisation.")
     init_std: float = Field(0.1, gt=0, description="Std of `normal` initialisation.")
     dropout: float = Field(0.1, ge=0, lt=1, description="NGCF message dropout.")
+    backward: Literal["custom", "autograd"] = Field(
+        "custom", description="lightgcn/ngcf propagation backward: `custom` (one spmm per layer, using the "
+                              "adjacency's symmetry) or `autograd` through torch.sparse.mm (same gradients; "
+                              "`python -m benchmarks.train_step` compares their speed).")
 
 
 class SemanticConfig(Section):
