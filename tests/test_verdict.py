@@ -120,6 +120,20 @@ def test_bench_config_rejects_unknown_keys_and_unequal_grids(tmp_path):
         load_bench(_write(tmp_path, "dataset: x\nconfig: null\ntrain: {optim: {lrr: 1}}\nrows: {uniform: {}}\n"))
 
 
+def test_sweeps_need_a_checkpoint_at_every_validation(tmp_path):
+    with pytest.raises(ConfigError, match="checkpoint_every"):
+        load_bench(_write(tmp_path, "dataset: x\nconfig: null\ngrid_points: 2\ntrain: {checkpoint_every: 4, "
+                                    "eval: {every: 2}}\nrows: {dns: {grid: {sampler.candidates: [4, 8]}}}\n"))
+
+
+def test_a_table_without_a_reference_row_stays_out_of_datasets(tmp_path):
+    p = tmp_path / "results.json"
+    report.merge_json(p, "t", {"best_classic": None, "rows": {}})
+    assert json.loads(p.read_text()) == {"datasets": {}, "pending": {"t": {"best_classic": None, "rows": {}}}}
+    report.merge_json(p, "t", {"best_classic": "u", "rows": {"u": {}}})
+    assert json.loads(p.read_text()) == {"datasets": {"t": {"best_classic": "u", "rows": {"u": {}}}}}
+
+
 def test_every_shipped_bench_config_validates():
     for path in sorted((REPO / "configs" / "bench").glob("*.yaml")):
         bench, _ = load_bench(path)

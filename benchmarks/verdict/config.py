@@ -111,6 +111,11 @@ class BenchConfig(Section):
             if row.grid and row.points() != self.grid_points:
                 raise ValueError(f"rows.{name}.grid: {row.points()} points, but every sweep has grid_points = "
                                  f"{self.grid_points} (equal validation budgets)")
+        ev = self.train.get("eval", {}).get("every", 1)
+        ck = self.train.get("checkpoint_every", 1)
+        if any(r.grid for r in self.rows.values()) and ev % ck:
+            # hnl_ray.tune's trial reports the checkpoint written at each validation epoch
+            raise ValueError(f"train.checkpoint_every ({ck}) must divide train.eval.every ({ev}) for the sweeps")
         if not any(r.kind == "classic" for r in self.rows.values()):
             raise ValueError("rows: at least one `classic` row (the reference of every interval)")
         if self.metric not in self.report_metrics:

@@ -28,8 +28,14 @@ def results_json(bench: BenchConfig, res: dict, command: str, progress: dict) ->
 
 
 def merge_json(path: Path, dataset: str, entry: dict) -> None:
+    """The dataset's entry under `datasets`; a table without a finished classic row (no reference yet) goes under
+    `pending` instead, so `datasets` only ever holds tables with figures."""
     data = json.loads(path.read_text()) if path.exists() else {}
-    data.setdefault("datasets", {})[dataset] = entry
+    data.setdefault("datasets", {}).pop(dataset, None)
+    data.setdefault("pending", {}).pop(dataset, None)
+    data["datasets" if entry["best_classic"] else "pending"][dataset] = entry
+    if not data["pending"]:
+        data.pop("pending")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1, default=float) + "\n")
 
@@ -54,6 +60,8 @@ def markdown(bench: BenchConfig, res: dict, command: str, progress: dict, plot_n
            f"bootstrap ({bench.bootstrap.resamples:,} resamples, {int(bench.bootstrap.level * 100)} %) of the "
            f"difference from the best tuned classic sampler, chosen on validation: **{best or 'none yet'}**.", "",
            f"**Headline:** {res['headline']}", "",
+           "LLM stages: one draw per table (a second draw of the semantic rows' LLM stages does not fit the CPU "
+           "time of this machine)." if any(r.kind == "semantic" for r in bench.rows.values()) else "",
            f"Progress: {progress['rows_done']} of {progress['rows_total']} rows finished "
            f"({progress['as_of']}).", ""]
     head = ["row", "kind", "chosen setting", "seeds", f"valid {m}", f"test {m}"] + (
