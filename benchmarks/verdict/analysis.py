@@ -90,7 +90,7 @@ def analyse(bench: BenchConfig, run: RunDir, records: dict[str, dict], text: np.
             "valid": {m: stats.mean_sd([s["valid"][m] for s in seeds]) for m in metrics},
             "test": {m: stats.mean_sd([s["test"][m] for s in seeds]) for m in metrics},
             "sweep": [{k: v for k, v in p.items()} for p in (rec["sweep"] or {}).get("points", [])],
-            "note": rec.get("note", ""),
+            "note": rec.get("note", ""), "config": rec["config"],
         }
         users[name] = per_user(run, rec, metrics)
     classic = [n for n in rows if rows[n]["kind"] == "classic"]

@@ -14,7 +14,8 @@ def results_json(bench: BenchConfig, res: dict, command: str, progress: dict) ->
     rows = {}
     for name, r in res["rows"].items():
         row = {"kind": r["kind"], "setting": r["setting"], "seeds": r["seeds"], "commit": r["commit"],
-               "valid": r["valid"], "test": r["test"], "sweep": r["sweep"], "groups": r["groups"]}
+               "valid": r["valid"], "test": r["test"], "sweep": r["sweep"], "groups": r["groups"],
+               "config": r["config"]}
         if "diff_vs_best_classic" in r:
             row["diff_vs_best_classic"] = {m: {k: d[k] for k in ("mean", "ci_low", "ci_high")}
                                            for m, d in r["diff_vs_best_classic"].items()}
