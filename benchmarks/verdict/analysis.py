@@ -4,6 +4,8 @@ the false-hard-negative diagnostic. Reads only what the runs wrote; trains nothi
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from hnl_ray import manifest
@@ -73,6 +75,18 @@ def false_negatives(bench: BenchConfig, name: str, rec: dict, run: RunDir, data:
     return res
 
 
+def unfinished(bench: BenchConfig, run: RunDir, name: str) -> str:
+    """How far an unfinished row got: seeds finished, or the sweep's trials started (for the progress line)."""
+    seeds = sum(run.exists(f"cf/v-{name}-s{s}", "manifest.json") for s in bench.seeds)
+    if seeds:
+        return f"not finished: {seeds} of {len(bench.seeds)} seeds done when the table stopped"
+    tune_dir = Path(run.path("tune"))
+    if bench.rows[name].grid and run.is_local and tune_dir.is_dir() and (
+            trials := sorted(t.name for t in tune_dir.iterdir() if t.name.startswith(f"bench-{name}-"))):
+        return f"not finished: its sweep ({trials[0]}) had started when the table stopped"
+    return "not run yet (the table stopped before it)"
+
+
 def analyse(bench: BenchConfig, run: RunDir, records: dict[str, dict], text: np.ndarray | None,
             diagnostics: bool = True) -> dict:
     data = CFData.from_run(run)
@@ -80,7 +94,7 @@ def analyse(bench: BenchConfig, run: RunDir, records: dict[str, dict], text: np.
     done = {n: r for n, r in records.items() if r.get("status") == "run"
             and len(r.get("seeds", {})) == len(bench.seeds)}
     not_run = {n: r.get("status", "not run yet") for n, r in records.items() if n not in done}
-    not_run.update({n: "not run yet (the table stopped before it)" for n in bench.rows if n not in records})
+    not_run.update({n: unfinished(bench, run, n) for n in bench.rows if n not in records})
     rows: dict[str, dict] = {}
     users: dict[str, tuple] = {}
     for name, rec in done.items():
