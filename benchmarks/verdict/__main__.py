@@ -81,7 +81,8 @@ def run(bench, here: Path, run_dir: str, out: Path, command: str, args: argparse
     finally:
         _shutdown_ray()
     cfg = table.pipeline_config(bench, here, run_dir)
-    diag = not args.no_diagnostics and bench.diagnostics.false_negatives
+    finished = any(r.get("status") == "run" for r in records.values())
+    diag = not args.no_diagnostics and bench.diagnostics.false_negatives and finished
     text = table.item_text_vectors(cfg, run_, bench.diagnostics.text_model) if diag else None
     res = analysis.analyse(bench, run_, records, text, diagnostics=diag)
     done = len(res["rows"])

@@ -13,7 +13,7 @@ from hnl_ray.cf.data import CFData
 from hnl_ray.storage import RunDir
 
 from . import fhn, groups, stats
-from .config import BenchConfig, row_train
+from .config import BenchConfig, missing_need, row_train
 
 
 def per_user(run: RunDir, rec: dict, metrics: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -77,6 +77,9 @@ def false_negatives(bench: BenchConfig, name: str, rec: dict, run: RunDir, data:
 
 def unfinished(bench: BenchConfig, run: RunDir, name: str) -> str:
     """How far an unfinished row got: seeds finished, or the sweep's trials started (for the progress line)."""
+    for need in bench.rows[name].needs:
+        if (why := missing_need(need)) is not None:
+            return f"not run (sampler missing: {why})"
     seeds = sum(run.exists(f"cf/v-{name}-s{s}", "manifest.json") for s in bench.seeds)
     if seeds:
         return f"not finished: {seeds} of {len(bench.seeds)} seeds done when the table stopped"
@@ -89,10 +92,10 @@ def unfinished(bench: BenchConfig, run: RunDir, name: str) -> str:
 
 def analyse(bench: BenchConfig, run: RunDir, records: dict[str, dict], text: np.ndarray | None,
             diagnostics: bool = True) -> dict:
-    data = CFData.from_run(run)
     metrics = list(bench.report_metrics)
     done = {n: r for n, r in records.items() if r.get("status") == "run"
             and len(r.get("seeds", {})) == len(bench.seeds)}
+    data = CFData.from_run(run) if done else None  # a table that has not started may have no prepared data
     not_run = {n: r.get("status", "not run yet") for n, r in records.items() if n not in done}
     not_run.update({n: unfinished(bench, run, n) for n in bench.rows if n not in records})
     rows: dict[str, dict] = {}

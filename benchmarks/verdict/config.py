@@ -84,6 +84,7 @@ class RowConfig(Section):
 
 class BenchConfig(Section):
     dataset: str = Field(..., description="Name of the table (results.json key).")
+    note: str = Field("", description="Shown under the table's title (e.g. what CPU time allowed).")
     config: str | None = Field(..., description="Pipeline config (relative to this file); null: the defaults "
                                                 "with `sets`.")
     sets: list[str] = Field(default_factory=list, description="`--set` overrides of the pipeline config (LLM "

@@ -53,7 +53,7 @@ def markdown(bench: BenchConfig, res: dict, command: str, progress: dict, plot_n
     m, r2 = bench.metric, [x for x in bench.report_metrics if x != bench.metric][:1]
     other = r2[0] if r2 else None
     best = res["best_classic"]
-    out = [f"## Verdict table: {bench.dataset}", "",
+    out = [f"## Verdict table: {bench.dataset}", "", *([bench.note, ""] if bench.note else []),
            f"Regenerate: `{command}` (resumes where it stopped). LightGCN settings shared by every row: "
            f"`{json.dumps(bench.train, separators=(', ', ': '))}`. Each sweep: {bench.grid_points} grid points "
            f"through `hnl-ray tune`, chosen on validation {m}; then {len(bench.seeds)} CF seeds "
@@ -62,11 +62,11 @@ def markdown(bench: BenchConfig, res: dict, command: str, progress: dict, plot_n
            f"difference from the best tuned classic sampler, chosen on validation: **{best or 'none yet'}**.", "",
            f"**Headline:** {res['headline']}", "",
            "LLM stages: one draw per table (a second draw of the semantic rows' LLM stages does not fit the CPU "
-           "time of this machine)." if any(r.kind == "semantic" for r in bench.rows.values()) else "",
+           "time of this machine)." if any(r.kind == "semantic" for r in bench.rows.values()) else "", "",
            f"Progress: {progress['rows_done']} of {progress['rows_total']} rows finished "
            f"({progress['as_of']}).", ""]
     head = ["row", "kind", "chosen setting", "seeds", f"valid {m}", f"test {m}"] + (
-        [f"test {other}"] if other else []) + [f"Δ{m} vs {best} [95 % CI]"] + (
+        [f"test {other}"] if other else []) + [f"Δ{m} vs {best or 'best classic'} [95 % CI]"] + (
         [f"Δ{other} [95 % CI]"] if other else [])
     out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in res["rows"].items():
