@@ -41,13 +41,13 @@ def machine() -> dict:
 def prepared(config: str, name: str):
     """Prepare a shared dataset (skipped when already prepared) and return (Config, RunDir)."""
     from hnl_ray.config import load_config
-    from hnl_ray.data.prepare import prepare
+    from hnl_ray.stages import run_stage
     from hnl_ray.storage import RunDir
 
     if not SHARED.exists():
         raise SystemExit(f"{SHARED} not found: the benchmarks read the shared datasets in place")
     cfg = load_config(ROOT / "configs" / config, run_dir=str(WORK / name))
-    prepare(cfg)
+    run_stage("prepare", cfg)
     return cfg, RunDir(str(WORK / name))
 
 

@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from hnl_ray.cf.stage import train_one
+from hnl_ray.stages.train import train_one
 from hnl_ray.config import load_config
 
 from ._common import RESULTS, ROOT, WORK, console, prepared, report

@@ -15,10 +15,11 @@ from ._common import prepared, report
 
 CHILD = r"""
 import json, resource, sys, time, torch
+from hnl_ray.artifacts import Artifacts
 from hnl_ray.cf.data import CFData
 from hnl_ray.cf.evaluate import Evaluator
 from hnl_ray.storage import RunDir
-data = CFData.from_run(RunDir(sys.argv[1]))
+data = Artifacts(RunDir(sys.argv[1])).cf_data()
 torch.manual_seed(0)
 u, i = torch.randn(data.n_users, 64), torch.randn(data.n_items, 64)
 ev = Evaluator(data, "test", [10, 20], batch_users=int(sys.argv[2]))

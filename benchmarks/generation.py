@@ -14,12 +14,12 @@ import numpy as np
 import pyarrow as pa
 
 from hnl_ray.config import load_config
-from hnl_ray.data.prepare import prepare
 from hnl_ray.llm import prompts
 from hnl_ray.llm.engines.hf import HFGenerator
 from hnl_ray.llm.models import default_llm
 from hnl_ray.llm.parse import FAILED, validate
 from hnl_ray.llm.schemas import SCHEMAS, json_schema_str
+from hnl_ray.stages import run_stage
 from hnl_ray.stages.profiles import item_prompts
 from hnl_ray.storage import RunDir
 
@@ -28,7 +28,7 @@ from ._common import ROOT, WORK, report
 
 def demo_prompts(n: int) -> pa.Table:
     cfg = load_config(ROOT / "configs" / "demo.yaml", run_dir=str(WORK / "demo"))
-    prepare(cfg)
+    run_stage("prepare", cfg)
     run = RunDir(str(WORK / "demo"))
     table, _ = item_prompts(cfg, run.read_parquet("prepared/items.parquet"),
                             run.read_parquet("prepared/train.parquet"), prompts.load("item_profile", "products"))

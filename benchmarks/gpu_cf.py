@@ -30,9 +30,9 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     args = ap.parse_args()
 
-    from hnl_ray.cf.stage import train_one
+    from hnl_ray.stages.train import train_one
     from hnl_ray.config import load_config
-    from hnl_ray.data.prepare import prepare
+    from hnl_ray.stages import run_stage
     from hnl_ray.storage import RunDir
 
     run_dir = "/tmp/gpu-cf-yelp2018"
@@ -41,7 +41,7 @@ def main() -> None:
         base.append(f"data.path={Path(args.data).resolve()}")
     conf = ROOT / "configs" / args.config
     t0 = time.perf_counter()
-    prepare(load_config(conf, base, run_dir=run_dir))
+    run_stage("prepare", load_config(conf, base, run_dir=run_dir))
     prep_s = time.perf_counter() - t0
     results = {}
     cal = load_config(conf, [*base, "train.optim.epochs=1"], run_dir=run_dir)

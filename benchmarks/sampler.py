@@ -12,7 +12,7 @@ import random
 import numpy as np
 import torch
 
-from hnl_ray.cf.data import CFData
+from hnl_ray.artifacts import Artifacts
 from hnl_ray.cf.models import build_model
 from hnl_ray.cf.samplers import build_sampler
 from hnl_ray.config.cf import ModelConfig, SamplerConfig
@@ -35,7 +35,7 @@ def loop_sampler(users: np.ndarray, user_sets: list[set], n_items: int) -> list[
 
 def main() -> None:
     _, run = prepared("yelp2018-lightgcn.yaml", "yelp2018")
-    data = CFData.from_run(run)
+    data = Artifacts(run).cf_data()
     users, pos = data.train
     n = len(users)
     rng = np.random.default_rng(0)

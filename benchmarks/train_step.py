@@ -22,6 +22,7 @@ import time
 import numpy as np
 import torch
 
+from hnl_ray.artifacts import Artifacts
 from hnl_ray.cf.data import CFData
 from hnl_ray.cf.graph import BACKWARDS
 from hnl_ray.cf.trainer import Trainer
@@ -44,7 +45,8 @@ def synthetic(n_users: int = 300, n_items: int = 400, per_user: int = 12, seed: 
 def trainer(data: CFData, run: RunDir, backward: str, batch: int, name: str = "lightgcn") -> Trainer:
     cfg = TrainConfig.model_validate({"model": {"name": name, "dim": 64, "layers": 3, "backward": backward},
                                       "optim": {"batch_size": batch}})
-    return Trainer(cfg, data, run, f"bench-{name}-{backward}", 0, progress=False)
+    return Trainer(cfg, data, run.sub("cf", f"bench-{name}-{backward}"), f"bench-{name}-{backward}", 0,
+                   progress=False)
 
 
 def interleaved(trainers: dict[str, Trainer], data: CFData, runs: int, warmup: int, batch: int
@@ -87,7 +89,7 @@ def main() -> None:
         run, runs, warmup, batch, title = RunDir(tmp.name), 3, 1, 256, "synthetic smoke graph"
     else:
         _, run = prepared("yelp2018-lightgcn.yaml", "yelp2018")
-        data, runs, warmup, title = CFData.from_run(run), args.runs, args.warmup, "Yelp2018"
+        data, runs, warmup, title = Artifacts(run).cf_data(), args.runs, args.warmup, "Yelp2018"
     load_before = load()
     trainers = {b: trainer(data, run, b, batch) for b in BACKWARDS}
     times = interleaved(trainers, data, runs, warmup, batch)

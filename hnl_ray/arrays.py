@@ -1,4 +1,4 @@
-"""Small numpy helpers for hot paths.
+"""Small numpy helpers for hot paths, and (n, d) vectors <-> Arrow fixed-size-list columns.
 
 `np.unique` in numpy 2.4 takes ~1 s on a million int64 keys here (a hash-based path), fifty times a sort; these
 sort-based versions return the same results.
@@ -7,6 +7,7 @@ sort-based versions return the same results.
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 
 
 def unique(x: np.ndarray) -> np.ndarray:
@@ -34,3 +35,18 @@ def first_index(x: np.ndarray) -> np.ndarray:
     if len(s) == 0:
         return order
     return order[np.r_[True, s[1:] != s[:-1]]]
+
+
+def vector_column(vecs: np.ndarray) -> pa.FixedSizeListArray:
+    """(n, d) array -> a fixed-size-list Arrow column (what Parquet stores and every reader understands)."""
+    vecs = np.ascontiguousarray(vecs)
+    return pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), vecs.shape[1])
+
+
+def vectors(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A fixed-size-list column -> (n, d) numpy array, without copying through Python objects."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(arr) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    dim = arr.type.list_size
+    return arr.flatten().to_numpy(zero_copy_only=False).reshape(len(arr), dim)

@@ -6,7 +6,9 @@ import json
 import logging
 import os
 import time
-from typing import Annotated, Optional
+import traceback
+from contextlib import contextmanager
+from typing import Annotated, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -14,6 +16,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from .config import Config, ConfigError, load_config
+from .errors import HnlRayError
 
 app = typer.Typer(
     name="hnl-ray",
@@ -46,19 +49,6 @@ def _setup_logging(verbose: bool) -> None:
                         force=True)
 
 
-def _load(config: str | None, sets: list[str] | None, run_dir: str | None) -> Config:
-    try:
-        return load_config(config, sets or [], run_dir)
-    except ConfigError as exc:
-        console.print(f"[bold red]config error:[/] {exc}")
-        raise typer.Exit(2) from None
-
-
-def _fail(stage: str, exc: Exception, config: str | None) -> None:
-    console.print(f"[bold red]{stage} failed:[/] {exc}")
-    raise typer.Exit(1)
-
-
 def print_stats(stats: dict, title: str = "prepared data") -> None:
     t = Table(title=title, show_header=True)
     t.add_column("what")
@@ -75,24 +65,6 @@ def print_stats(stats: dict, title: str = "prepared data") -> None:
     if stats.get("malformed_lines_skipped"):
         t.add_row("malformed lines skipped", f"{stats['malformed_lines_skipped']:,}")
     out.print(t)
-
-
-@app.command()
-def prepare(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, force: ForceOpt = False,
-            verbose: VerboseOpt = False) -> None:
-    """Read the source dataset, filter, split and index it into <run-dir>/prepared/."""
-    _setup_logging(verbose)
-    cfg = _load(config, set_, run_dir)
-    from .data.errors import DataError
-    from .data.prepare import prepare as run_prepare
-
-    try:
-        stats = run_prepare(cfg, force=force)
-    except DataError as exc:
-        _fail("prepare", exc, config)
-        return
-    print_stats(stats, f"prepared data ({'cached' if stats.get('skipped') else 'written'}: "
-                       f"{cfg.resolved_run_dir()}/prepared)")
 
 
 def print_runs(results: dict[str, dict], ks: tuple[int, ...] | None = None) -> None:
@@ -121,93 +93,70 @@ RunOpt = Annotated[Optional[list[str]], typer.Option(
     "--run", help="Only this named run of train.runs (repeatable).", show_default=False)]
 
 
-@app.command()
-def train(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, run: RunOpt = None,
-          force: ForceOpt = False, verbose: VerboseOpt = False) -> None:
-    """Train the configured CF runs (train.runs) on <run-dir>/prepared into <run-dir>/cf/<run>/."""
-    _setup_logging(verbose)
-    cfg = _load(config, set_, run_dir)
-    from .cf.stage import train as run_train
+def _print_result(name: str, result: dict, cfg: Config) -> None:
+    """How each stage's command shows its result (a table, a path, or JSON)."""
+    if name == "prepare":
+        print_stats(result, f"prepared data ({'cached' if result.get('skipped') else 'written'}: "
+                            f"{cfg.resolved_run_dir()}/prepared)")
+    elif name == "train":
+        print_runs(result)
+    elif name == "report":
+        out.print(f"Report: [bold]{result['report']}[/]")
+    else:
+        out.print_json(json.dumps(result, default=str))
+
+
+@contextmanager
+def one_line_errors(what: str) -> Iterator[None]:
+    """A user-causable error (HnlRayError) ends the command with one line, never a traceback."""
+    from .pipeline import PipelineError
 
     try:
-        results = run_train(cfg, names=run, force=force)
-    except stage_errors() as exc:
-        _fail("train", exc, config)
-        return
-    print_runs(results)
+        yield
+    except ConfigError as exc:
+        console.print(f"[bold red]config error:[/] {exc}")
+        raise typer.Exit(2) from None
+    except PipelineError as exc:
+        if not isinstance(exc.error, HnlRayError):  # a bug: its traceback is what a fix needs
+            traceback.print_exception(exc.error)
+        console.print(f"[bold red]{exc}[/]")
+        raise typer.Exit(1) from None
+    except HnlRayError as exc:
+        console.print(f"[bold red]{what} failed:[/] {exc}")
+        raise typer.Exit(1) from None
 
 
-def stage_errors() -> tuple[type[BaseException], ...]:
-    """Errors a stage raises for bad input or an unusable setup: reported in one line, not as a traceback."""
-    from .cf.semantic import SemanticInputError
-    from .cf.trainer import TrainingError
-    from .data.errors import DataError
-    from .llm.encoder import EncoderError
-    from .llm.engines.base import EngineError
-    from .llm.generate import GenerationError
-    from .llm.models import ModelNotFound
-    from .ray_utils import RayConnectError
-    from .stages.common import MissingInput
+def _stage_command(stage) -> None:
+    def run_one(config, set_, run_dir, force, verbose, runs=None) -> None:
+        _setup_logging(verbose)
+        with one_line_errors(stage.name):
+            cfg = load_config(config, set_ or [], run_dir)
+            from .stages import run_stage
 
-    return (MissingInput, ModelNotFound, EngineError, GenerationError, EncoderError, SemanticInputError,
-            TrainingError, DataError, RayConnectError, FileNotFoundError, ValueError)
+            result = run_stage(stage.name, cfg, force=force, runs=runs)  # Ray starts when a stage needs it
+        _print_result(stage.name, result, cfg)
 
-
-def _run_stage(name: str, config, set_, run_dir, force, verbose) -> dict:
-    from .pipeline import function  # the pipeline's stage table: one place names each stage's function
-
-    _setup_logging(verbose)
-    cfg = _load(config, set_, run_dir)
-    fn = function(name)
-    try:
-        result = fn(cfg, force=force)
-    except stage_errors() as exc:
-        _fail(name, exc, config)
-        return {}
-    out.print_json(json.dumps(result, default=str))
-    return result
+    if stage.named_runs:
+        def command(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, run: RunOpt = None,
+                    force: ForceOpt = False, verbose: VerboseOpt = False) -> None:
+            run_one(config, set_, run_dir, force, verbose, run)
+    else:
+        def command(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
+                    force: ForceOpt = False, verbose: VerboseOpt = False) -> None:
+            run_one(config, set_, run_dir, force, verbose)
+    writes = ", ".join(f"<run-dir>/{w}/" for w in stage.writes)
+    app.command(stage.name, help=f"{stage.summary} Writes {writes}. Source: {stage.module.replace('.', '/')}.py")(
+        command)
 
 
-@app.command()
-def profiles(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, force: ForceOpt = False,
-             verbose: VerboseOpt = False) -> None:
-    """LLM-written item profiles, then user profiles from training histories, into <run-dir>/profiles/."""
-    _run_stage("profiles", config, set_, run_dir, force, verbose)
+def _register_stage_commands() -> None:
+    from .stages import STAGES
+
+    for stage in STAGES:
+        _stage_command(stage)
 
 
-@app.command()
-def negatives(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, force: ForceOpt = False,
-              verbose: VerboseOpt = False) -> None:
-    """LLM-written semantic hard negatives (method 1) per training (user, item) pair, into <run-dir>/negatives/."""
-    _run_stage("negatives", config, set_, run_dir, force, verbose)
-
-
-@app.command()
-def embed(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, force: ForceOpt = False,
-          verbose: VerboseOpt = False) -> None:
-    """Sentence embeddings of the catalog and the negatives, grounded to catalog items, into <run-dir>/embeddings/."""
-    _run_stage("embed", config, set_, run_dir, force, verbose)
-
-
-@app.command()
-def teacher(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, force: ForceOpt = False,
-            verbose: VerboseOpt = False) -> None:
-    """HNLMRec supervision: train the CF teacher, mine one hard negative per training pair, into <run-dir>/teacher/."""
-    _run_stage("teacher", config, set_, run_dir, force, verbose)
-
-
-@app.command()
-def finetune(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, force: ForceOpt = False,
-             verbose: VerboseOpt = False) -> None:
-    """HNLMRec: LoRA contrastive fine-tuning of the LLM on Ray Train, into <run-dir>/finetune/."""
-    _run_stage("finetune", config, set_, run_dir, force, verbose)
-
-
-@app.command()
-def hardneg(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, force: ForceOpt = False,
-            verbose: VerboseOpt = False) -> None:
-    """HNLMRec inference: one hard-negative embedding per training pair (float16), into <run-dir>/hardneg/."""
-    _run_stage("hardneg", config, set_, run_dir, force, verbose)
+_register_stage_commands()
 
 
 @app.command()
@@ -216,16 +165,13 @@ def tune(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = Non
     """Ray Tune sweep over CF training (the `tune:` section, e.g. configs/tune/demo-alpha.yaml): ASHA on the
     validation metric; the best configuration's test metrics are evaluated once, after the sweep."""
     _setup_logging(verbose)
-    cfg = _load(config, set_, run_dir)
-    from .report import write_report
-    from .tune import SweepSpaceError, run_tune
+    with one_line_errors("tune"):
+        cfg = load_config(config, set_ or [], run_dir)
+        from .report import write_report
+        from .tune import run_tune
 
-    try:
         res = run_tune(cfg)
         write_report(cfg, tune_dir=cfg.tune.name)
-    except (SweepSpaceError, *stage_errors()) as exc:
-        _fail("tune", exc, config)
-        return
     run = cfg.resolved_run_dir()
     test = ", ".join(f"{k} {v:.4f}" for k, v in res["test"].items() if k.startswith(("recall", "ndcg")))
     out.print(f"{res['trials']} trials, {res['stopped_early']} stopped early by ASHA. Best by validation: "
@@ -241,11 +187,8 @@ def check_upload_cmd(path: Annotated[str, typer.Argument(help="Working directory
     """Size of what `ray job submit --working-dir` would upload, and what to exclude when it is too big."""
     from .upload import check_upload
 
-    try:
+    with one_line_errors("check-upload"):
         out.print(check_upload(path, runtime_env))
-    except ValueError as exc:
-        console.print(f"[bold red]{exc}[/]")
-        raise typer.Exit(1) from None
 
 
 @app.command("serve-llm")
@@ -259,7 +202,8 @@ def serve_llm(model: Annotated[Optional[str], typer.Option(help="HF model folder
     from .llm.models import resolve_llm
     from .llm.server import ChatServer
 
-    srv = ChatServer(resolve_llm(model, "~/.cache/hnl-ray/models"), host, port, max_new_tokens)
+    with one_line_errors("serve-llm"):
+        srv = ChatServer(resolve_llm(model, "~/.cache/hnl-ray/models"), host, port, max_new_tokens)
     console.print(f"serving {srv.model_path} on http://{host}:{srv.port}/v1/chat/completions")
     srv.serve_forever()
 
@@ -269,12 +213,10 @@ def show_config(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOp
     """Print the fully resolved config (defaults < file < --set) as YAML."""
     import yaml
 
-    cfg = _load(config, set_, run_dir)
+    with one_line_errors("show-config"):
+        cfg = load_config(config, set_ or [], run_dir)
     out.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="", markup=False,
               highlight=False)
-
-
-RAY_STAGES = {"profiles", "negatives", "embed", "finetune", "hardneg"}
 
 
 def _summary(stage: str, res: dict, seconds: float) -> None:
@@ -288,22 +230,16 @@ def _summary(stage: str, res: dict, seconds: float) -> None:
 
 
 def _pipeline(cfg: Config, config: str | None, from_: str | None, only: str | None, force: list[str]) -> dict:
-    from .pipeline import PipelineError, run_pipeline, selected
+    from .pipeline import run_pipeline, selected
 
-    try:
+    with one_line_errors("run"):
         stages = selected(cfg, from_, only)
-        if RAY_STAGES & set(stages) or cfg.ray.address or os.environ.get("RAY_ADDRESS"):
+        if any(s.ray for s in stages) or cfg.ray.address or os.environ.get("RAY_ADDRESS"):
             from .ray_utils import init_ray
 
             init_ray(cfg)
         return run_pipeline(cfg, from_=from_, only=only, force=tuple(force), config_path=config,
                             on_stage=_summary)
-    except PipelineError as exc:
-        console.print(f"[bold red]{exc}[/]")
-        raise typer.Exit(1) from None
-    except stage_errors() as exc:
-        console.print(f"[bold red]run failed:[/] {exc}")
-        raise typer.Exit(1) from None
 
 
 FromOpt = Annotated[Optional[str], typer.Option("--from", help="Start at this stage (earlier ones must be done).",
@@ -320,37 +256,22 @@ def run_cmd(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = 
     """Run the stage graph (pipeline.stages): prepare -> profiles -> negatives -> embed -> teacher -> finetune ->
     hardneg -> train -> report. Finished stages are skipped; a failure says how to resume."""
     _setup_logging(verbose)
-    cfg = _load(config, set_, run_dir)
+    with one_line_errors("run"):
+        cfg = load_config(config, set_ or [], run_dir)
     _pipeline(cfg, config, from_, only, force or [])
     _final_table(cfg)
 
 
 def _final_table(cfg: Config) -> None:
+    from .artifacts import Artifacts
     from .report import cf_runs
-    from .storage import RunDir
 
-    run = RunDir(cfg.resolved_run_dir())
-    runs = cf_runs(run, cfg.train.run_names())
+    art = Artifacts(cfg.resolved_run_dir())
+    runs = cf_runs(art, cfg.train.run_names())
     if runs:
         print_runs(runs)
-    if run.exists("report.md"):
-        out.print(f"Report: [bold]{run.uri_of('report.md')}[/]")
-
-
-@app.command()
-def report(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
-           verbose: VerboseOpt = False) -> None:
-    """Write <run-dir>/report.md and its plots from the run's artifacts."""
-    _setup_logging(verbose)
-    cfg = _load(config, set_, run_dir)
-    from .report import write_report
-
-    try:
-        path = write_report(cfg)
-    except stage_errors() as exc:
-        _fail("report", exc, config)
-        return
-    out.print(f"Report: [bold]{path}[/]")
+    if art.report_uri():
+        out.print(f"Report: [bold]{art.report_uri()}[/]")
 
 
 @app.command()
@@ -358,7 +279,8 @@ def demo(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = Non
          verbose: VerboseOpt = False) -> None:
     """The whole pipeline on the built-in synthetic data with the offline models, on CPU (configs/demo.yaml)."""
     _setup_logging(verbose)
-    cfg = _load(config, set_, run_dir)
+    with one_line_errors("demo"):
+        cfg = load_config(config, set_ or [], run_dir)
     t0 = time.perf_counter()
     _pipeline(cfg, config, None, None, force or [])
     _final_table(cfg)
@@ -366,7 +288,7 @@ def demo(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = Non
               " (report.md, cf/<run>/, profiles/, negatives/, hardneg/).\n"
               "Next: the paper's datasets (configs/toys.yaml, cds.yaml, yelp.yaml, electronics23.yaml), a sweep "
               "(`hnl-ray tune --config configs/tune/demo-alpha.yaml`), or a GPU cluster (`ray up cluster.yaml`, "
-              "then `ray job submit ... -- python jobs/pipeline.py`; see README).")
+              "then `ray job submit ... -- python -m hnl_ray.cli run ...`; see README).")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -7,11 +7,12 @@ import logging
 import os
 
 from .config import Config
+from .errors import HnlRayError
 
 log = logging.getLogger(__name__)
 
 
-class RayConnectError(RuntimeError):
+class RayConnectError(HnlRayError, RuntimeError):
     pass
 
 

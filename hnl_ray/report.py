@@ -13,33 +13,23 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from . import manifest  # noqa: E402
+from . import artifacts as A  # noqa: E402
+from .artifacts import Artifacts  # noqa: E402
 from .config import Config  # noqa: E402
+from .errors import MissingInput  # noqa: E402
 from .storage import RunDir  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-STAGE_FOLDERS = [("prepare", "prepared"), ("profiles: items", "profiles/items"), ("profiles: users", "profiles/users"),
-                 ("negatives", "negatives"), ("embed", "embeddings"), ("teacher", "teacher"),
-                 ("finetune", "finetune"), ("hardneg", "hardneg")]
 
-
-def cf_runs(run: RunDir, names: list[str] | None = None) -> dict[str, dict]:
+def cf_runs(art: Artifacts, names: list[str] | None = None) -> dict[str, dict]:
     """Finished CF runs: the given names in their order (the configured runs), or every run found."""
     out = {}
-    for name in names if names is not None else sorted(_dirs(run, "cf")):
-        if run.exists("cf", name, "metrics.json") and manifest.load(run, f"cf/{name}") is not None:
-            out[name] = run.read_json(f"cf/{name}/metrics.json")
+    for name in names if names is not None else art.cf_names():
+        m = art.cf_metrics(name)
+        if m is not None:
+            out[name] = m
     return out
-
-
-def _dirs(run: RunDir, folder: str) -> list[str]:
-    import pyarrow.fs as pafs
-
-    p = run.path(folder)
-    if run.fs.get_file_info(p).type != pafs.FileType.Directory:
-        return []
-    return [i.base_name for i in run.fs.get_file_info(pafs.FileSelector(p)) if i.type == pafs.FileType.Directory]
 
 
 def _png(fig) -> bytes:
@@ -50,13 +40,13 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def learning_curves(run: RunDir, runs: dict[str, dict]) -> bytes | None:
+def learning_curves(art: Artifacts, runs: dict[str, dict]) -> bytes | None:
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8))
     drawn = False
     for name, m in runs.items():
-        if not run.exists("cf", name, "log.jsonl"):
+        rows = art.cf_log(name)
+        if rows is None:
             continue
-        rows = [json.loads(x) for x in run.read_text(f"cf/{name}/log.jsonl").splitlines() if x.strip()]
         ev = [(r["epoch"], r["valid"][m["metric"]]) for r in rows if "valid" in r]
         if ev:
             a1.plot(*zip(*ev), label=name)
@@ -80,21 +70,21 @@ def _groups(counts: np.ndarray, n: int = 5) -> tuple[np.ndarray, list[str]]:
     return g, labels
 
 
-def group_recall(run: RunDir, runs: dict[str, dict], k: int = 20) -> tuple[bytes | None, dict]:
+def group_recall(art: Artifacts, runs: dict[str, dict], k: int = 20) -> tuple[bytes | None, dict]:
     """Recall@k of test interactions grouped by item popularity and by user activity (training counts)."""
     if not runs:
         return None, {}
-    train = run.read_parquet("prepared/train.parquet", columns=["user_idx", "item_idx"])
-    stats = run.read_json("prepared/stats.json")
+    train = art.table("train", columns=["user_idx", "item_idx"])
+    stats = art.stats()
     item_cnt = np.bincount(train["item_idx"].to_numpy(), minlength=stats["items"])
     user_cnt = np.bincount(train["user_idx"].to_numpy(), minlength=stats["users"])
     ig, ilabels = _groups(item_cnt)
     ug, ulabels = _groups(user_cnt)
     table: dict = {"items": {}, "users": {}}
     for name in runs:
-        if not run.exists("cf", name, "ranks_test.parquet"):
+        r = art.cf_ranks(name, "test")
+        if r is None:
             continue
-        r = run.read_parquet(f"cf/{name}/ranks_test.parquet")
         u, i, rank = (r[c].to_numpy() for c in ("user_idx", "item_idx", "rank"))
         hit = (rank >= 0) & (rank < k)
         for key, groups, ids in (("items", ig, i), ("users", ug, u)):
@@ -124,14 +114,16 @@ def _fmt(x) -> str:
     return str(x)
 
 
-def _stage_rows(run: RunDir) -> list[list[str]]:
+def _stage_rows(art: Artifacts) -> list[list[str]]:
+    from .stages import STAGES
+
     rows = []
-    for label, folder in STAGE_FOLDERS:
-        m = manifest.load(run, folder)
+    for label, folder in [row for s in STAGES for row in s.report_rows()]:
+        m = art.manifest(folder)
         if m is None:
             continue
         c = m.get("counts", {})
-        if folder == "prepared":
+        if folder == A.PREPARED:
             what = f"{c.get('users', 0):,} users, {c.get('items', 0):,} items, train {c.get('train', 0):,}"
             fails = "-"
         elif "status" in c:
@@ -149,17 +141,15 @@ def _stage_rows(run: RunDir) -> list[list[str]]:
     return rows
 
 
-def write_report(cfg: Config, run: RunDir | None = None, tune_dir: str | None = None) -> str:
-    run = run or RunDir(cfg.resolved_run_dir())
-    if not run.exists("prepared", "stats.json"):
-        from .stages.common import MissingInput
-
-        raise MissingInput(f"{run.uri_of('prepared')} not found: run `hnl-ray prepare` (or `hnl-ray run`) first")
-    stats = run.read_json("prepared/stats.json")
-    runs = cf_runs(run, cfg.train.run_names())
+def write_report(cfg: Config, run: RunDir | Artifacts | None = None, tune_dir: str | None = None) -> str:
+    art = run if isinstance(run, Artifacts) else Artifacts(run or cfg.resolved_run_dir())
+    if not art.run.exists(A.PREPARED, A.PREPARED_STATS):
+        raise MissingInput(f"{art.uri(A.PREPARED)} not found: run `hnl-ray prepare` (or `hnl-ray run`) first")
+    stats = art.stats()
+    runs = cf_runs(art, cfg.train.run_names())
     ks = sorted({int(k.split("@")[1]) for m in runs.values() for k in m["test"] if k.startswith("recall@")}) or [20]
     lines = [f"# hnl-ray report: {cfg.name}", "",
-             f"Run directory `{run.uri}`. Everything below is read from the run's artifacts. Models are chosen "
+             f"Run directory `{art.run.uri}`. Everything below is read from the run's artifacts. Models are chosen "
              "on the validation split; each run's test split is evaluated once, on its chosen epoch.", "",
              "## Dataset", "", "| users | items | train | valid | test | density | item popularity Gini |",
              "|---|---|---|---|---|---|---|"]
@@ -167,7 +157,8 @@ def write_report(cfg: Config, run: RunDir | None = None, tune_dir: str | None = 
     lines.append(f"| {stats['users']:,} | {stats['items']:,} | {ps['train']:,} | {ps['valid']:,} | {ps['test']:,} | "
                  f"{stats['density']:.5f} | {stats['item_popularity_gini']:.3f} |")
     lines += ["", "## Stages", "", "| stage | output | failures | seconds |", "|---|---|---|---|"]
-    lines += [f"| {' | '.join(r)} |" for r in _stage_rows(run)]
+    lines += [f"| {' | '.join(r)} |" for r in _stage_rows(art)]
+    files: dict[str, bytes | str | dict] = {}
     if runs:
         head = "| run | model | sampler | loss | best epoch |" + "".join(
             f" valid R@{k} | valid N@{k} | test R@{k} | test N@{k} |" for k in ks)
@@ -178,27 +169,32 @@ def write_report(cfg: Config, run: RunDir | None = None, tune_dir: str | None = 
                 row += [_fmt(m["valid"][f"recall@{k}"]), _fmt(m["valid"][f"ndcg@{k}"]),
                         _fmt(m["test"][f"recall@{k}"]), _fmt(m["test"][f"ndcg@{k}"])]
             lines.append("| " + " | ".join(row) + " |")
-        curves = learning_curves(run, runs)
+        curves = learning_curves(art, runs)
         if curves:
-            run.write_bytes("report/learning_curves.png", curves)
-            lines += ["", "## Learning curves", "", "![learning curves](report/learning_curves.png)"]
-        groups, table = group_recall(run, runs, k=max(ks))
+            files["learning_curves.png"] = curves
+            lines += ["", "## Learning curves", "", f"![learning curves]({A.REPORT}/learning_curves.png)"]
+        groups, table = group_recall(art, runs, k=max(ks))
         if groups:
-            run.write_bytes("report/groups.png", groups)
+            files["groups.png"] = groups
             lines += ["", "## By item popularity and user activity", "",
                       f"Test recall@{max(ks)} of the interactions whose item (left) or user (right) falls in each "
-                      "quintile of training interactions.", "", "![groups](report/groups.png)"]
-            run.write_json("report/groups.json", table)
-    tune_dir = tune_dir or next(iter(sorted(_dirs(run, "tune"))), None)
-    if tune_dir and run.exists("tune", tune_dir, "results.md"):
-        lines += ["", f"## Sweep `{tune_dir}`", "", run.read_text(f"tune/{tune_dir}/results.md").strip()]
-        if run.exists("tune", tune_dir, "alpha.png"):
-            lines += ["", f"![sweep](tune/{tune_dir}/alpha.png)"]
-        if run.exists("tune", tune_dir, "best_test.json"):
-            best = run.read_json(f"tune/{tune_dir}/best_test.json")
+                      f"quintile of training interactions.", "", f"![groups]({A.REPORT}/groups.png)"]
+            files["groups.json"] = table
+    tune_dir = tune_dir or next(iter(art.tune_names()), None)
+    results = art.tune_file(tune_dir, "results.md") if tune_dir else None
+    if results:
+        lines += ["", f"## Sweep `{tune_dir}`", "", results.strip()]
+        if art.tune_has(tune_dir, "alpha.png"):
+            lines += ["", f"![sweep]({art.tune_folder(tune_dir)}/alpha.png)"]
+        best_text = art.tune_file(tune_dir, "best_test.json")
+        if best_text:
+            best = json.loads(best_text)
             lines += ["", f"Best configuration by validation `{best['metric']}`: test "
                           f"{', '.join(f'{k} {v:.4f}' for k, v in best['test'].items() if '@' in k)} "
                           "(evaluated once, after the sweep)."]
-    text = "\n".join(lines) + "\n"
-    run.write_text("report.md", text)
-    return run.uri_of("report.md")
+    return art.write_report("\n".join(lines) + "\n", files)
+
+
+def run(ctx) -> dict:
+    """The `report` stage."""
+    return {"report": write_report(ctx.cfg, ctx.art)}

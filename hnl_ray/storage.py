@@ -1,7 +1,10 @@
-"""The run directory: a local path or any pyarrow filesystem URI (s3://, gs://, ...).
+"""The run directory: a local path, any pyarrow filesystem URI (s3://, gs://, ...) or any pyarrow filesystem
+object (`RunDir(root, fs=...)`, e.g. fsspec's through `pyarrow.fs.PyFileSystem(FSSpecHandler(...))`).
 
 Every write is atomic: the bytes go to a temporary name that is renamed when complete, so a crash never leaves a
-file that looks finished.
+file that looks finished. A RunDir pickles (its filesystem does), so Ray actors and workers read and write through
+it rather than through a driver-local path. Parquet shard folders (`part-NNNNN.parquet`) are read and written here
+too: generation and inference stages stream into them and resume from them.
 """
 
 from __future__ import annotations
@@ -19,8 +22,11 @@ import pyarrow.parquet as pq
 class RunDir:
     """Paths under one run directory, with atomic JSON / Parquet / bytes writes."""
 
-    def __init__(self, uri: str):
-        if "://" in uri:
+    def __init__(self, uri: str, fs: pafs.FileSystem | None = None):
+        if fs is not None:
+            self.fs, self.root = fs, uri
+            self.uri = uri.rstrip("/")
+        elif "://" in uri:
             self.fs, self.root = pafs.FileSystem.from_uri(uri)
             self.uri = uri.rstrip("/")
         else:
@@ -31,6 +37,13 @@ class RunDir:
 
     def __repr__(self) -> str:
         return f"RunDir({self.uri!r})"
+
+    def sub(self, *parts: str) -> "RunDir":
+        """The same filesystem rooted at a folder under this run directory (a CF run writes into its own)."""
+        child = RunDir.__new__(RunDir)
+        child.fs, child.root, child.is_local = self.fs, self.path(*parts), self.is_local
+        child.uri = self.uri_of(*parts)
+        return child
 
     def path(self, *parts: str) -> str:
         """Filesystem path (no scheme) of a file under the run directory."""
@@ -113,10 +126,72 @@ class RunDir:
         return pq.read_table(self.path(rel), filesystem=self.fs, columns=columns)
 
     def local_path(self, *parts: str) -> str:
-        """A local path for libraries that need one (matplotlib, safetensors); only for local run dirs."""
+        """A local path for libraries that can only write to one (Ray Tune's experiment folder)."""
         if not self.is_local:
-            raise RuntimeError(f"{self.uri} is not a local run directory")
+            from .errors import HnlRayError
+
+            raise HnlRayError(f"{self.uri} is not a local run directory")
         return self.path(*parts)
+
+    def size(self, *parts: str) -> int:
+        return self.fs.get_file_info(self.path(*parts)).size or 0
+
+    def subdirs(self, *parts: str) -> list[str]:
+        """Names of the folders directly under a folder, sorted; [] when the folder is missing."""
+        p = self.path(*parts)
+        if self.fs.get_file_info(p).type != pafs.FileType.Directory:
+            return []
+        return sorted(i.base_name for i in self.fs.get_file_info(pafs.FileSelector(p))
+                      if i.type == pafs.FileType.Directory)
+
+
+# -- Parquet shard folders ----------------------------------------------------------
+
+
+def shard_names(run: RunDir, folder: str) -> list[str]:
+    return [n for n in run.list(folder, suffix=".parquet") if n.startswith("part-")]
+
+
+def read_shards(run: RunDir, folder: str, columns: list[str] | None = None) -> pa.Table | None:
+    """Every `part-*.parquet` shard of a folder as one table; None when there is none."""
+    names = shard_names(run, folder)
+    if not names:
+        return None
+    return pa.concat_tables([run.read_parquet(f"{folder}/{n}", columns=columns) for n in names],
+                            promote_options="default")
+
+
+class ShardWriter:
+    """Buffers rows (dicts or Arrow tables) and writes `part-NNNNN.parquet` shards of `shard_rows` atomically."""
+
+    def __init__(self, run: RunDir, folder: str, shard_rows: int):
+        self.run, self.folder, self.shard_rows = run, folder, shard_rows
+        self.next = 1 + max((int(n[5:10]) for n in shard_names(run, folder)), default=-1)
+        self.buffer: list[pa.Table] = []
+        self.buffered = 0
+        self.written = 0
+
+    def add(self, rows: list[dict] | pa.Table) -> None:
+        table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows)
+        if table.num_rows == 0:
+            return
+        self.buffer.append(table)
+        self.buffered += table.num_rows
+        while self.buffered >= self.shard_rows:
+            merged = pa.concat_tables(self.buffer, promote_options="default")
+            self._write(merged.slice(0, self.shard_rows))
+            rest = merged.slice(self.shard_rows)
+            self.buffer, self.buffered = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
+
+    def close(self) -> None:
+        if self.buffered:
+            self._write(pa.concat_tables(self.buffer, promote_options="default"))
+            self.buffer, self.buffered = [], 0
+
+    def _write(self, table: pa.Table) -> None:
+        self.run.write_parquet(f"{self.folder}/part-{self.next:05d}.parquet", table)
+        self.next += 1
+        self.written += table.num_rows
 
 
 def _json_default(o: Any) -> Any:

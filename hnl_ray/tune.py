@@ -23,12 +23,15 @@ from .config import Config
 from .config.cf import TrainConfig
 from .config.loader import deep_merge
 from .config.tune import TuneConfig
+from . import artifacts as A
+from .artifacts import Artifacts
+from .errors import HnlRayError, StageError
 from .storage import RunDir
 
 log = logging.getLogger(__name__)
 
 
-class SweepSpaceError(ValueError):
+class SweepSpaceError(HnlRayError, ValueError):
     pass
 
 
@@ -87,35 +90,32 @@ def param_space(t: TuneConfig) -> dict:
     return out
 
 
-def _trial(params: dict, *, base: dict, run_uri: str, seed: int, metric: str) -> None:
+def _trial(params: dict, *, base: dict, run: RunDir, seed: int, metric: str) -> None:
     """One Tune trial: CF training reporting the validation metric after each evaluation."""
     import ray.tune
     from ray.tune import Checkpoint
 
-    from .cf.data import CFData
-    from .cf.stage import semantic_parts
-    from .cf.trainer import Trainer
+    from .cf.trainer import CHECKPOINT
+    from .stages.train import build_run
 
     tcfg = TrainConfig.model_validate(deep_merge(base, _nest(params)))
-    main = RunDir(run_uri)
-    data = CFData.from_run(main)
-    trial_dir = ray.tune.get_context().get_trial_dir()
-    local = RunDir(trial_dir)
+    art = Artifacts(run)
+    data = art.cf_data()
+    out = RunDir(ray.tune.get_context().get_trial_dir())  # the trial's CF run writes into its own folder
     ckpt = ray.tune.get_checkpoint()
     if ckpt is not None:  # a restarted or resumed trial: the trainer continues from its checkpoint
         with ckpt.as_directory() as d:
-            dst = local.path("cf", "trial", "checkpoint")
+            dst = out.path(CHECKPOINT)
             shutil.rmtree(dst, ignore_errors=True)
             shutil.copytree(d, dst)
-    kwargs = semantic_parts(tcfg, main, data)
-    trainer = Trainer(tcfg, data, local, "trial", seed, progress=False, **kwargs)
+    trainer = build_run(tcfg, art, data, out, "trial", seed, progress=False)
 
     key = metric.removeprefix("valid_")  # reported as valid_<metric>; the trainer's dicts say <metric>
 
     def report(epoch: int, valid: dict, folder: str) -> None:
         with tempfile.TemporaryDirectory() as d:
             for f in ("state.json", "last.safetensors"):
-                shutil.copy(local.path(folder, f), os.path.join(d, f))
+                shutil.copy(out.path(folder, f), os.path.join(d, f))
             ray.tune.report({metric: valid[key], "epoch": epoch, "finished": 0},
                             checkpoint=Checkpoint.from_directory(d))
 
@@ -128,25 +128,23 @@ def run_tune(cfg: Config, run: RunDir | None = None) -> dict:
     from ray.tune.schedulers import ASHAScheduler
 
     from .ray_utils import init_ray
-    from .stages.common import need
 
-    run = run or RunDir(cfg.resolved_run_dir())
+    art = Artifacts(run or cfg.resolved_run_dir())
     t = cfg.tune
     if not t.space:
         raise SweepSpaceError("tune.space is empty: name at least one parameter to sweep (configs/tune/*.yaml)")
     check_space(cfg)
-    need(run, "prepared", "prepare", "prepared data")
-    if not run.is_local:
+    art.need(A.PREPARED, "prepared data")
+    if not art.run.is_local:
         raise SweepSpaceError("tune needs a local or network-mounted run directory (Ray Tune's storage_path)")
     init_ray(cfg)
     base = base_train(cfg)
     base["threads"] = base.get("threads") or max(1, int(t.cpus_per_trial))
     metric = f"valid_{t.metric}"
-    folder = f"tune/{t.name}"
-    storage = run.local_path(folder)
+    storage = art.tune_dir(t.name)
     os.makedirs(storage, exist_ok=True)
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, base=base, run_uri=run.uri, seed=cfg.seed, metric=metric),
+        tune.with_parameters(_trial, base=base, run=art.run, seed=cfg.seed, metric=metric),
         {"cpu": t.cpus_per_trial, "gpu": t.gpus_per_trial})
     path = os.path.join(storage, "ray")
     if tune.Tuner.can_restore(path):
@@ -169,13 +167,12 @@ def run_tune(cfg: Config, run: RunDir | None = None) -> dict:
             run_config=tune.RunConfig(storage_path=storage, name="ray", verbose=0,
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
     grid = tuner.fit()
-    return summarise(cfg, run, grid, metric)
+    return summarise(cfg, art, grid, metric)
 
 
-def summarise(cfg: Config, run: RunDir, grid, metric: str) -> dict:
+def summarise(cfg: Config, art: Artifacts, grid, metric: str) -> dict:
     """Results table, alpha plot, best config, and the best trial's test metrics (evaluated once)."""
     t = cfg.tune
-    folder = f"tune/{t.name}"
     rows = []
     for r in grid:
         if r.metrics is None:
@@ -186,51 +183,47 @@ def summarise(cfg: Config, run: RunDir, grid, metric: str) -> dict:
                      "epochs": int(r.metrics.get("epoch", 0)), "finished": int(r.metrics.get("finished", 0)),
                      "trial_dir": r.path, "error": str(r.error)[:200] if r.error else None})
     if not rows:
-        raise RuntimeError("the sweep produced no results")
+        raise StageError("the sweep produced no results")
     if all(x["error"] for x in rows):
-        raise RuntimeError(f"every trial of the sweep failed; the first error: {rows[0]['error']} "
+        raise StageError(f"every trial of the sweep failed; the first error: {rows[0]['error']} "
                            f"(full traceback in {rows[0]['trial_dir']}/error.txt)")
     rows.sort(key=lambda x: -np.nan_to_num(x["best_valid"], nan=-1))
     stopped = sum(1 for x in rows if not x["finished"] and not x["error"])
-    run.write_text(f"{folder}/results.csv", _csv(rows))
+    art.write_tune_file(t.name, "results.csv", _csv(rows))
     head = [*t.space, f"best valid {t.metric}", "epochs", "stopped early by ASHA"]
     md = [f"{len(rows)} trials, {stopped} stopped early by ASHA. Ranked by validation {t.metric}.", "",
           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for x in rows:
         md.append("| " + " | ".join([*(str(x[k]) for k in t.space), f"{x['best_valid']:.4f}", str(x["epochs"]),
                                      "failed" if x["error"] else "yes" if not x["finished"] else "no"]) + " |")
-    run.write_text(f"{folder}/results.md", "\n".join(md) + "\n")
+    art.write_tune_file(t.name, "results.md", "\n".join(md) + "\n")
     png = alpha_plot(rows, t)
     if png:
-        run.write_bytes(f"{folder}/alpha.png", png)
+        art.write_tune_file(t.name, "alpha.png", png)
     best = rows[0]
     best_train = deep_merge(base_train(cfg), _nest({k: best[k] for k in t.space}))
     full = cfg.model_dump(mode="json")
     full["train"] = {**best_train, "runs": {}}
     full.pop("tune", None)
-    run.write_text(f"{folder}/best_config.yaml", yaml.safe_dump(full, sort_keys=False))
-    test = best_test(cfg, run, TrainConfig.model_validate(best_train), best["trial_dir"])
+    art.write_tune_file(t.name, "best_config.yaml", yaml.safe_dump(full, sort_keys=False))
+    test = best_test(art, TrainConfig.model_validate(best_train), best["trial_dir"])
     out = {"metric": t.metric, "params": {k: best[k] for k in t.space}, "best_valid": best["best_valid"],
            "test": test, "trials": len(rows), "stopped_early": stopped}
-    run.write_json(f"{folder}/best_test.json", out)
+    art.write_tune_file(t.name, "best_test.json", out)
     return out
 
 
-def best_test(cfg: Config, run: RunDir, tcfg: TrainConfig, trial_dir: str) -> dict:
+def best_test(art: Artifacts, tcfg: TrainConfig, trial_dir: str) -> dict:
     """Load the best trial's chosen weights and evaluate the test split, once."""
     import torch
 
-    from .cf import checkpoint
-    from .cf.data import CFData
     from .cf.evaluate import Evaluator
-    from .cf.models import build_model
+    from .stages.train import load_trained
 
-    data = CFData.from_run(run)
-    model = build_model(tcfg.model, data.n_users, data.n_items, *data.train)
-    tensors = checkpoint.read_tensors(RunDir(trial_dir), "cf/trial/best.safetensors")
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=False)
+    data = art.cf_data()
+    model = load_trained(RunDir(trial_dir), tcfg, data)
     with torch.no_grad():
-        emb = model.eval()()
+        emb = model()
     res = Evaluator(data, "test", tcfg.eval.ks, tcfg.eval.batch_users).evaluate(emb.users, emb.items)
     return res.metrics
 

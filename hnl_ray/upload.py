@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from .errors import UsageError
+
 
 def ray_limit() -> int:
     try:
@@ -57,7 +59,7 @@ def upload_size(root: str, runtime_env: str | None = None) -> tuple[int, dict[st
 
 
 def check_upload(root: str = ".", runtime_env: str | None = "runtime_env.yaml", limit: int | None = None) -> str:
-    """A one-line verdict; raises ValueError naming the biggest paths to exclude when over the limit."""
+    """A one-line verdict; raises UsageError naming the biggest paths to exclude when over the limit."""
     limit = limit or ray_limit()
     total, per_top = upload_size(root, runtime_env)
     mib = 1024 * 1024
@@ -65,6 +67,6 @@ def check_upload(root: str = ".", runtime_env: str | None = "runtime_env.yaml", 
         return f"working directory upload: {total / mib:.1f} MiB (Ray's limit {limit / mib:.0f} MiB)"
     biggest = sorted(per_top.items(), key=lambda kv: -kv[1])[:5]
     listing = ", ".join(f"{p} ({s / mib:.1f} MiB)" for p, s in biggest)
-    raise ValueError(f"the working directory would upload {total / mib:.1f} MiB, over Ray's {limit / mib:.0f} MiB "
+    raise UsageError(f"the working directory would upload {total / mib:.1f} MiB, over Ray's {limit / mib:.0f} MiB "
                      f"limit. Exclude the largest paths in {runtime_env or 'the runtime env'} (`excludes:`): "
                      f"{listing}")

@@ -8,13 +8,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from hnl_ray.artifacts import Artifacts
 from hnl_ray.cf.data import CFData
 from hnl_ray.cf.evaluate import Evaluator
-from hnl_ray.cf.stage import train, train_one
 from hnl_ray.cf.trainer import Trainer, TrainingError
 from hnl_ray.cli import app
 from hnl_ray.config import load_config
-from hnl_ray.data.prepare import prepare
+from hnl_ray.stages import run_stage
+from hnl_ray.stages.train import train_one
 from hnl_ray.storage import RunDir
 
 # A larger synthetic catalog than the demo's (K = 20 must be a small share of the items).
@@ -28,7 +29,7 @@ FAST = ["train.optim.lr=0.01", "train.optim.batch_size=512", "train.optim.epochs
 def demo_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("cfdemo")
     cfg = load_config("configs/demo.yaml", DATA, run_dir=str(root / "run"))
-    prepare(cfg)
+    run_stage("prepare", cfg)
     return cfg, RunDir(str(root / "run"))
 
 
@@ -52,14 +53,14 @@ def popularity_recall(data: CFData, k: int = 20) -> float:
 def test_models_learn_the_demo_data(demo_run, tmp_path, model):
     cfg, run = cfg_for(demo_run, tmp_path, f"train.model.name={model}", "train.optim.epochs=120",
                        "train.eval.patience=25")
-    res = train(cfg, run, progress=False)[f"{model}-uniform"]
-    pop = popularity_recall(CFData.from_run(run))
+    res = run_stage("train", cfg, run, progress=False)[f"{model}-uniform"]
+    pop = popularity_recall(Artifacts(run).cf_data())
     assert res["test"]["recall@20"] > 1.3 * pop, (res["test"], pop)
 
 
 def test_outputs_and_early_stopping_picks_the_validation_best(demo_run, tmp_path):
     cfg, run = cfg_for(demo_run, tmp_path, "train.eval.patience=3", "train.optim.epochs=60")
-    res = train(cfg, run, progress=False)["lightgcn-uniform"]
+    res = run_stage("train", cfg, run, progress=False)["lightgcn-uniform"]
     folder = tmp_path / "cf" / "lightgcn-uniform"
     for f in ("metrics.json", "log.jsonl", "learning_curve.png", "per_user_test.parquet", "best.safetensors",
               "checkpoint/last.safetensors", "manifest.json"):
@@ -78,8 +79,8 @@ def test_outputs_and_early_stopping_picks_the_validation_best(demo_run, tmp_path
 def test_fixed_seed_reproduces_exactly(demo_run, tmp_path):
     a_cfg, a_run = cfg_for(demo_run, tmp_path / "a", "train.optim.epochs=6", "train.sampler.name=dns")
     b_cfg, b_run = cfg_for(demo_run, tmp_path / "b", "train.optim.epochs=6", "train.sampler.name=dns")
-    a = train(a_cfg, a_run, progress=False)["lightgcn-dns"]
-    b = train(b_cfg, b_run, progress=False)["lightgcn-dns"]
+    a = run_stage("train", a_cfg, a_run, progress=False)["lightgcn-dns"]
+    b = run_stage("train", b_cfg, b_run, progress=False)["lightgcn-dns"]
     assert a["test"] == b["test"] and a["valid"] == b["valid"]
 
 
@@ -88,15 +89,15 @@ def test_resume_after_interruption_matches_uninterrupted(demo_run, tmp_path, sam
     sets = ["train.optim.epochs=8", "train.eval.patience=50", f"train.sampler.name={sampler}",
             "train.sampler.candidates=4"]
     cfg, run = cfg_for(demo_run, tmp_path / "full", *sets)
-    full = train(cfg, run, progress=False)[f"lightgcn-{sampler}"]
+    full = run_stage("train", cfg, run, progress=False)[f"lightgcn-{sampler}"]
 
     cfg2, run2 = cfg_for(demo_run, tmp_path / "cut", *sets)
-    data = CFData.from_run(run2)
+    data = Artifacts(run2).cf_data()
     name = f"lightgcn-{sampler}"
-    first = Trainer(cfg2.train, data, run2, name, cfg2.seed, progress=False)
+    first = Trainer(cfg2.train, data, run2.sub("cf", name), name, cfg2.seed, progress=False)
     assert first.fit(stop_after_epoch=3) == {"interrupted_after_epoch": 3}
     del first  # "killed": a new process-like trainer resumes from the checkpoint
-    resumed = Trainer(cfg2.train, data, run2, name, cfg2.seed, progress=False).fit()
+    resumed = Trainer(cfg2.train, data, run2.sub("cf", name), name, cfg2.seed, progress=False).fit()
     assert resumed["test"] == full["test"] and resumed["best_epoch"] == full["best_epoch"]
     log = (tmp_path / "cut" / "cf" / name / "log.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in log] == list(range(1, 9))
@@ -104,7 +105,7 @@ def test_resume_after_interruption_matches_uninterrupted(demo_run, tmp_path, sam
 
 def test_nan_loss_names_epoch_and_batch(demo_run, tmp_path):
     cfg, run = cfg_for(demo_run, tmp_path)
-    trainer = Trainer(cfg.train, CFData.from_run(run), run, "nan", cfg.seed, progress=False)
+    trainer = Trainer(cfg.train, Artifacts(run).cf_data(), run.sub("cf", "nan"), "nan", cfg.seed, progress=False)
     trainer.extra_losses.append(lambda ctx: ("boom", torch.tensor(float("nan"))))
     with pytest.raises(TrainingError, match=r"loss is nan at epoch 1, batch 0"):
         trainer.fit()
@@ -113,7 +114,7 @@ def test_nan_loss_names_epoch_and_batch(demo_run, tmp_path):
 def test_ngcf_and_popularity_sampler_train(demo_run, tmp_path):
     cfg, run = cfg_for(demo_run, tmp_path, "train.model.name=ngcf", "train.sampler.name=popularity",
                        "train.optim.epochs=3", "train.model.layers=2")
-    res = train(cfg, run, progress=False)["ngcf-popularity"]
+    res = run_stage("train", cfg, run, progress=False)["ngcf-popularity"]
     assert 0 <= res["test"]["recall@20"] <= 1 and res["epochs_run"] == 3
 
 

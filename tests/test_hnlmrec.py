@@ -16,13 +16,14 @@ from hnl_ray import manifest
 from hnl_ray.cf.mining import mine_hard_negatives
 from hnl_ray.cf.semantic import (Adapter, AlignTargets, PairIndex, SemanticInputError, SemanticProvider,
                                  alignment_term)
-from hnl_ray.cf.stage import train_one
+from hnl_ray.arrays import vector_column
+from hnl_ray.artifacts import Artifacts
 from hnl_ray.config import load_config
 from hnl_ray.config.hnlmrec import FinetuneConfig
-from hnl_ray.data.prepare import prepare
 from hnl_ray.llm.contrastive import infonce_loss, pairwise_loss
-from hnl_ray.llm.embedder import vector_column
 from hnl_ray.llm.encoder import EncoderError, LLMEncoder
+from hnl_ray.stages import run_stage
+from hnl_ray.stages.train import train_one
 from hnl_ray.storage import RunDir
 
 # ------------------------------------------------------------------------------------------------ teacher
@@ -168,7 +169,7 @@ def test_alignment_loss_by_hand_skips_fallback_vectors():
 def demo_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("hnl")
     cfg = load_config("configs/demo.yaml", ["data.n_users=60", "data.n_items=40"], run_dir=str(root))
-    prepare(cfg)
+    run_stage("prepare", cfg)
     return cfg, RunDir(str(root))
 
 
@@ -200,13 +201,12 @@ def semantic_cfg(cfg, *sets):
 
 
 def _semantic_trainer(run, data, *sets):
-    from hnl_ray.cf.semantic import build_semantic
-    from hnl_ray.cf.trainer import Trainer
+    from hnl_ray.stages.train import build_run, semantic_parts
 
     c = semantic_cfg(_cfg_of(run), *sets)
-    parts = build_semantic(c.train, run, data, 64, torch.device("cpu"))
-    t = Trainer(c.train, data, run, "sem-test", 0, progress=False, sampler_factory=parts.sampler_factory,
-                extra_modules=parts.extra_modules, extra_losses=parts.extra_losses, epoch_hooks=parts.epoch_hooks)
+    parts, _ = semantic_parts(c.train, Artifacts(run), data)
+    t = build_run(c.train, Artifacts(run), data, run.sub("cf", "sem-test"), "sem-test", 0, progress=False,
+                  semantic=parts)
     return t, parts.extra_modules[0]
 
 
@@ -217,14 +217,14 @@ def _cfg_of(run):
 @pytest.mark.parametrize("objective", ["align", "joint"])
 def test_adapter_weights_change_after_a_step(demo_run, objective):
     _, run = demo_run
-    from hnl_ray.cf.data import CFData
-
-    data = CFData.from_run(run)
+    data = Artifacts(run).cf_data()
     fake_hardneg(run, data.train, dim=24)
     fake_teacher(run, data.train, data.n_items)
-    from hnl_ray.cf.semantic import load_hardneg
+    from hnl_ray.cf.semantic import hardneg_index
+    from hnl_ray.stages.train import semantic_arrays
 
-    norms = load_hardneg(run, data).vecs.norm(dim=1)  # cosine-trained vectors: directions only
+    arrays, _ = semantic_arrays(semantic_cfg(_cfg_of(run)).train, Artifacts(run))
+    norms = hardneg_index(arrays, data).vecs.norm(dim=1)  # cosine-trained vectors: directions only
     assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
     t, adapter = _semantic_trainer(run, data, "train.sampler.semantic.alpha=0.5",
                                    f"train.sampler.semantic.adapter_objective={objective}")
@@ -240,9 +240,7 @@ def test_adapter_weights_change_after_a_step(demo_run, objective):
 
 def test_align_objective_cuts_the_cf_loss_from_the_adapter_and_learns_the_targets(demo_run):
     _, run = demo_run
-    from hnl_ray.cf.data import CFData
-
-    data = CFData.from_run(run)
+    data = Artifacts(run).cf_data()
     fake_hardneg(run, data.train, dim=24, seed=4)
     fake_teacher(run, data.train, data.n_items, seed=4)
     users, pos = data.train[0][:64], data.train[1][:64]
@@ -265,11 +263,9 @@ def test_align_objective_cuts_the_cf_loss_from_the_adapter_and_learns_the_target
 
 def test_align_objective_without_teacher_pairs_names_the_stage(tmp_path):
     cfg = load_config("configs/demo.yaml", ["data.n_users=40", "data.n_items=30"], run_dir=str(tmp_path))
-    prepare(cfg)
+    run_stage("prepare", cfg)
     run = RunDir(str(tmp_path))
-    from hnl_ray.cf.data import CFData
-
-    fake_hardneg(run, CFData.from_run(run).train, dim=8)
+    fake_hardneg(run, Artifacts(run).cf_data().train, dim=8)
     with pytest.raises(SemanticInputError, match=r"run `hnl-ray teacher`, or set "
                                                  r"train.sampler.semantic.adapter_objective: joint"):
         train_one(semantic_cfg(cfg), run, "no-teacher", progress=False)
@@ -277,9 +273,7 @@ def test_align_objective_without_teacher_pairs_names_the_stage(tmp_path):
 
 def test_semantic_run_end_to_end_and_alpha_zero_control(demo_run):
     cfg, run = demo_run
-    from hnl_ray.cf.data import CFData
-
-    data = CFData.from_run(run)
+    data = Artifacts(run).cf_data()
     fake_hardneg(run, data.train, dim=24, seed=1)
     fake_teacher(run, data.train, data.n_items, seed=1)
     res = train_one(semantic_cfg(cfg), run, "hnlmrec", progress=False)
@@ -291,9 +285,7 @@ def test_semantic_run_end_to_end_and_alpha_zero_control(demo_run):
 
 def test_hardneg_dimension_mismatch_and_unknown_pairs_fail_early(demo_run):
     cfg, run = demo_run
-    from hnl_ray.cf.data import CFData
-
-    data = CFData.from_run(run)
+    data = Artifacts(run).cf_data()
     fake_hardneg(run, data.train, dim=24, seed=2)
     with pytest.raises(SemanticInputError, match=r"hardneg holds 24-dimensional embeddings, but "
                                                  r"train.sampler.semantic.llm_dim is 4096"):
@@ -306,7 +298,7 @@ def test_hardneg_dimension_mismatch_and_unknown_pairs_fail_early(demo_run):
 def test_semantic_sampler_without_its_artifact_names_the_stage(tmp_path):
     cfg = load_config("configs/demo.yaml", ["data.n_users=40", "data.n_items=30", "train.runs={}",
                                             "train.sampler.name=semantic-item"], run_dir=str(tmp_path))
-    prepare(cfg)
+    run_stage("prepare", cfg)
     with pytest.raises(SemanticInputError, match=r"run `hnl-ray negatives` and `hnl-ray embed` first"):
         train_one(cfg, RunDir(str(tmp_path)), "x", progress=False)
 
@@ -316,9 +308,7 @@ def test_semantic_sampler_without_its_artifact_names_the_stage(tmp_path):
 
 def _fake_profiles_and_teacher(cfg, run: RunDir) -> None:
     """Minimal upstream artifacts for fine-tuning: profiles and teacher pairs."""
-    from hnl_ray.cf.data import CFData
-
-    data = CFData.from_run(run)
+    data = Artifacts(run).cf_data()
     for folder, key, n in (("profiles/items", "item_idx", data.n_items), ("profiles/users", "user_idx",
                                                                            data.n_users)):
         run.write_parquet(f"{folder}/part-00000.parquet", pa.table({
@@ -336,8 +326,6 @@ def _fake_profiles_and_teacher(cfg, run: RunDir) -> None:
 
 
 def test_finetune_on_ray_train_resumes_after_a_killed_worker(ray_session, tiny_llm, tmp_path):
-    from hnl_ray.stages.finetune import run_finetune
-    from hnl_ray.stages.hardneg import run_hardneg
 
     cfg = load_config("configs/demo.yaml", [
         "data.n_users=40", "data.n_items=30", f"finetune.base_model={tiny_llm}", "finetune.num_workers=2",
@@ -345,7 +333,7 @@ def test_finetune_on_ray_train_resumes_after_a_killed_worker(ray_session, tiny_l
         "finetune.checkpoint_every=3", "finetune.max_failures=2", "finetune.max_query_tokens=48",
         "finetune.epochs=3", "finetune.lr=0.001", "hardneg.pairs_per_user=2", "hardneg.batch_size=16"],
         run_dir=str(tmp_path))
-    prepare(cfg)
+    run_stage("prepare", cfg)
     run = RunDir(str(tmp_path))
     _fake_profiles_and_teacher(cfg, run)
     killed = {}
@@ -367,10 +355,10 @@ def test_finetune_on_ray_train_resumes_after_a_killed_worker(ray_session, tiny_l
 
     th = threading.Thread(target=killer, daemon=True)
     th.start()
-    metrics = run_finetune(cfg, run)
+    metrics = run_stage("finetune", cfg, run)
     th.join(timeout=1)
     assert killed, "no worker was killed: the run finished before its first checkpoint"
     assert metrics["steps"] == 40 and metrics["resumed"] >= 1
     assert (tmp_path / "finetune" / "adapter.safetensors").exists()
-    res = run_hardneg(cfg, run)
+    res = run_stage("hardneg", cfg, run)
     assert res["pairs"] > 0 and res["check_min_cosine"] >= 0.999 and res["dtype"] == "float16"

@@ -10,7 +10,8 @@ from hnl_ray.config import load_config
 from hnl_ray.llm.engines import http as http_engine
 from hnl_ray.llm.engines import vllm as vllm_engine
 from hnl_ray.llm.engines.base import Engine, EngineError, build_engine
-from hnl_ray.llm.generate import GenerationError, read_shards, run_generation
+from hnl_ray.llm.generate import GenerationError, run_generation
+from hnl_ray.storage import read_shards
 from hnl_ray.llm.models import ModelNotFound, resolve_llm
 from hnl_ray.storage import RunDir
 

@@ -11,15 +11,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from hnl_ray.arrays import vectors
 from hnl_ray.config import load_config
-from hnl_ray.data.prepare import prepare
-from hnl_ray.llm.embedder import vectors
 from hnl_ray.llm.engines.base import build_engine
-from hnl_ray.llm.generate import read_shards, run_generation
+from hnl_ray.llm.generate import run_generation
 from hnl_ray.llm.server import ChatServer
-from hnl_ray.stages.embed import items_fingerprint, run_embed
-from hnl_ray.stages.negatives import run_negatives
-from hnl_ray.stages.profiles import run_profiles
+from hnl_ray.stages import run_stage
+from hnl_ray.stages.embed import items_fingerprint
+from hnl_ray.storage import read_shards
 from hnl_ray.storage import RunDir
 
 SMALL = ["data.n_users=16", "data.n_items=20", "filters.k_core.user=2", "filters.k_core.item=2",
@@ -31,20 +30,20 @@ SMALL = ["data.n_users=16", "data.n_items=20", "filters.k_core.user=2", "filters
 def test_real_model_writes_parseable_profiles_negatives_and_embeddings(ray_session, smollm2, tmp_path):
     cfg = load_config("configs/demo.yaml", SMALL, run_dir=str(tmp_path))
     run = RunDir(str(tmp_path))
-    prepare(cfg)
-    res = run_profiles(cfg, run)
+    run_stage("prepare", cfg)
+    res = run_stage("profiles", cfg, run)
     rates = {}
     for part in ("items", "users"):
         st = res[part]["status"]
         rates[part] = (st.get("ok", 0) + st.get("repaired", 0)) / res[part]["rows"]
-    assert run_embed(cfg, run)["negatives"] == 0  # the catalog first (the teacher needs it, not the negatives)
+    assert run_stage("embed", cfg, run)["negatives"] == 0  # the catalog first (the teacher needs it, not the negatives)
     items_fp = json.loads((tmp_path / "embeddings" / "manifest.json").read_text())["items_fingerprint"]
-    neg = run_negatives(cfg, run)
+    neg = run_stage("negatives", cfg, run)
     rates["negatives"] = (neg["status"].get("ok", 0) + neg["status"].get("repaired", 0)) / neg["rows"]
     print(f"\nSmolLM2-135M parse success (ok + repaired) on the demo data: {rates}")
     assert min(rates.values()) >= 0.9, rates
     assert res["items"]["rows"] == pq.read_table(tmp_path / "prepared" / "items.parquet").num_rows
-    emb = run_embed(cfg, run)
+    emb = run_stage("embed", cfg, run)
     # new negatives re-run the stage but leave the catalog's fingerprint, which the teacher keys on, unchanged
     m = json.loads((tmp_path / "embeddings" / "manifest.json").read_text())
     assert emb["negatives"] > 0 and m["items_fingerprint"] == items_fp and items_fingerprint(m) == items_fp
@@ -56,7 +55,7 @@ def test_real_model_writes_parseable_profiles_negatives_and_embeddings(ray_sessi
     pos = set(zip(train["user_idx"].to_pylist(), train["item_idx"].to_pylist()))
     assert negs and all((r["user_idx"], g) not in pos for r in negs for g in r["grounded"] if g >= 0)
     # a second run is a no-op
-    assert run_profiles(cfg, run)["items"].get("skipped") and run_embed(cfg, run).get("skipped")
+    assert run_stage("profiles", cfg, run)["items"].get("skipped") and run_stage("embed", cfg, run).get("skipped")
 
 
 @pytest.mark.slow
@@ -84,11 +83,10 @@ def test_http_engine_against_a_local_openai_compatible_server(ray_session, smoll
 KILL_SCRIPT = r"""
 import sys
 from hnl_ray.config import load_config
-from hnl_ray.data.prepare import prepare
-from hnl_ray.stages.profiles import run_profiles
+from hnl_ray.stages import run_stage
 cfg = load_config(sets=sys.argv[2:], run_dir=sys.argv[1])
-prepare(cfg)
-print(run_profiles(cfg)["items"]["this_run"])
+run_stage("prepare", cfg)
+print(run_stage("profiles", cfg)["items"]["this_run"])
 """
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from hnl_ray.config import load_config
 from hnl_ray.pipeline import PipelineError, run_pipeline
+from hnl_ray.errors import MissingInput
 from hnl_ray.ray_utils import RayConnectError, init_ray
-from hnl_ray.stages.common import MissingInput
 from hnl_ray.storage import RunDir
 from hnl_ray.tune import SweepSpaceError, check_space
 
@@ -179,7 +179,7 @@ def test_ray_job_submit_to_a_two_node_local_cluster(tiny_llm, tmp_path):
         job_id = f"hnl-test-{os.getpid()}"
         submit = ["job", "submit", f"--address=http://127.0.0.1:{dash}", "--submission-id", job_id,
                   "--working-dir", REPO, "--runtime-env", os.path.join(REPO, "runtime_env.yaml"), "--no-wait", "--",
-                  "python", "jobs/pipeline.py", "--config", "configs/demo.yaml", "--run-dir", str(run_dir), *sets]
+                  "python", "-m", "hnl_ray.cli", "run", "--config", "configs/demo.yaml", "--run-dir", str(run_dir), *sets]
         for _ in range(40):  # the job API answers before the nodes' agents have registered ("No available agent")
             done = ray(*submit, check=False)
             if done.returncode == 0 or "No available agent" not in done.stdout + done.stderr:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from hnl_ray import manifest
+from hnl_ray.artifacts import Artifacts
 from hnl_ray.cf.data import CFData
 from hnl_ray.storage import RunDir
 
@@ -95,7 +96,7 @@ def analyse(bench: BenchConfig, run: RunDir, records: dict[str, dict], text: np.
     metrics = list(bench.report_metrics)
     done = {n: r for n, r in records.items() if r.get("status") == "run"
             and len(r.get("seeds", {})) == len(bench.seeds)}
-    data = CFData.from_run(run) if done else None  # a table that has not started may have no prepared data
+    data = Artifacts(run).cf_data() if done else None  # a table that has not started may have no prepared data
     not_run = {n: r.get("status", "not run yet") for n, r in records.items() if n not in done}
     not_run.update({n: unfinished(bench, run, n) for n in bench.rows if n not in records})
     rows: dict[str, dict] = {}

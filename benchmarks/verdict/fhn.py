@@ -68,12 +68,14 @@ def shares(users: np.ndarray, pos: np.ndarray, negs: np.ndarray, data: CFData,
 def diagnose(tcfg: TrainConfig, run: RunDir, data: CFData, trained: str, seed: int,
              text: np.ndarray | None, epoch: int = 1) -> dict:
     """One recorded epoch of the row's sampler, starting from the chosen model of CF run `trained`."""
-    from hnl_ray.cf.stage import semantic_parts
-    from hnl_ray.cf.trainer import Trainer
+    from hnl_ray.artifacts import Artifacts
+    from hnl_ray.cf.trainer import BEST
+    from hnl_ray.stages.train import build_run
 
+    art = Artifacts(run)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(tcfg, data, RunDir(tmp), "fhn", seed, progress=False, **semantic_parts(tcfg, run, data))
-        tensors = checkpoint.read_tensors(run, f"cf/{trained}/best.safetensors")
+        trainer = build_run(tcfg, art, data, RunDir(tmp), "fhn", seed, progress=False)
+        tensors = checkpoint.read_tensors(art.cf_run(trained), BEST)
         trainer.net.load_state_dict({k: v.to(trainer.device) for k, v in tensors.items()}, strict=False)
         rec = RecordingSampler(trainer.sampler)
         trainer.sampler = rec

@@ -102,9 +102,9 @@ def _parse(text: str) -> Any:
 def run_rows(bench: BenchConfig, here: Path, run_dir: str, only: list[str] | None = None,
              say: Callable[[str], None] = print) -> dict[str, dict]:
     """Everything that trains; returns each row's record. Interrupt and run again: finished work is skipped."""
-    from hnl_ray.cf.data import CFData
-    from hnl_ray.cf.stage import train_one
+    from hnl_ray.artifacts import Artifacts
     from hnl_ray.pipeline import run_pipeline
+    from hnl_ray.stages.train import train_one
 
     run = RunDir(run_dir)
     cfg = pipeline_config(bench, here, run_dir)
@@ -112,7 +112,7 @@ def run_rows(bench: BenchConfig, here: Path, run_dir: str, only: list[str] | Non
         say(f"seeded from benchmarks/artifacts/{bench.dataset}: {', '.join(copied)}")
     for stage in bench.stages:
         run_pipeline(cfg, run, only=stage)
-    data = CFData.from_run(run)
+    data = Artifacts(run).cf_data()
     commit = git_commit()
     records: dict[str, dict] = {}
     for name, row in bench.rows.items():
@@ -151,9 +151,10 @@ def item_text_vectors(cfg: Config, run: RunDir, model: str | None) -> np.ndarray
     """L2-normalised sentence vectors of every item's text (cached in bench/item_text.parquet)."""
     import pyarrow as pa
 
-    from hnl_ray.llm.embedder import SentenceEmbedder, vector_column, vectors
+    from hnl_ray.arrays import vector_column, vectors
+    from hnl_ray.artifacts import Artifacts
+    from hnl_ray.llm.embedder import SentenceEmbedder
     from hnl_ray.llm.models import resolve_sentence_model
-    from hnl_ray.stages.common import prepared
     from hnl_ray.stages.embed import item_texts
 
     path = resolve_sentence_model(model or cfg.embed.model)
@@ -163,7 +164,7 @@ def item_text_vectors(cfg: Config, run: RunDir, model: str | None) -> np.ndarray
     if run.exists("bench", "item_text.parquet") and run.exists("bench", "item_text.json") and \
             run.read_json("bench/item_text.json").get("fingerprint") == fp:
         return vectors(run.read_parquet("bench/item_text.parquet")["vector"])
-    items = prepared(run)["items"].sort_by("item_idx")
+    items = Artifacts(run).prepared()["items"].sort_by("item_idx")
     vecs = SentenceEmbedder(path, 128, None, "cpu", "float32").encode(item_texts(items, fields, {}))
     run.write_parquet("bench/item_text.parquet", pa.table({"item_idx": items["item_idx"],
                                                            "vector": vector_column(vecs)}))

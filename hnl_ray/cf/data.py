@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..arrays import unique
-from ..storage import RunDir
 
 
 class PositiveSet:
@@ -72,17 +71,3 @@ class CFData:
         """CSR of a split's items per user."""
         u, i = getattr(self, split)
         return csr(u, i, self.n_users)
-
-    @classmethod
-    def from_run(cls, run: RunDir) -> "CFData":
-        from ..data.prepare import STAGE_DIR
-
-        if not run.exists(STAGE_DIR, "stats.json"):
-            raise FileNotFoundError(f"{run.uri_of(STAGE_DIR)} has no prepared data: run `hnl-ray prepare` first "
-                                    "(with the same --config and --run-dir)")
-        stats = run.read_json(f"{STAGE_DIR}/stats.json")
-        parts = {}
-        for split in ("train", "valid", "test"):
-            t = run.read_parquet(f"{STAGE_DIR}/{split}.parquet", columns=["user_idx", "item_idx"])
-            parts[split] = (t["user_idx"].to_numpy().astype(np.int64), t["item_idx"].to_numpy().astype(np.int64))
-        return cls(n_users=int(stats["users"]), n_items=int(stats["items"]), **parts)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..arrays import unique
+from ..errors import ConfigValueError
 from .data import CFData, PositiveSet, csr
 from .metrics import all_metrics
 
@@ -43,7 +44,7 @@ class Evaluator:
     def __init__(self, data: CFData, split: str, ks: list[int], batch_users: int = 4096,
                  device: torch.device | str = "cpu"):
         if max(ks) > data.n_items:
-            raise ValueError(f"train.eval.ks: K={max(ks)} is larger than the number of items ({data.n_items})")
+            raise ConfigValueError(f"train.eval.ks: K={max(ks)} is larger than the number of items ({data.n_items})")
         self.split, self.ks, self.batch_users, self.device = split, sorted(ks), batch_users, torch.device(device)
         self.n_items = data.n_items
         gu, gi = getattr(data, split)

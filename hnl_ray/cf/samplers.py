@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..config.cf import SamplerConfig
+from ..errors import ConfigValueError
 from .data import CFData, PositiveSet
 from .models import CFModel, Embeddings
 
@@ -209,7 +210,7 @@ def check_feasible(cfg: SamplerConfig, data: CFData) -> None:
     """Fail early when a user cannot get the negatives asked for."""
     fewest = int(data.n_items - data.user_counts.max())
     if fewest < 1 or cfg.n_negatives > fewest:
-        raise ValueError(f"train.sampler.n_negatives: {cfg.n_negatives} asked, but the most active user has only "
+        raise ConfigValueError(f"train.sampler.n_negatives: {cfg.n_negatives} asked, but the most active user has only "
                          f"{fewest} non-interacted items of {data.n_items}")
 
 

@@ -9,7 +9,8 @@ and grounded catalog items as negatives.
   loss: trained on the CF loss (`joint`), it learns to make the mixed negatives *easy*, and the loss collapses.
 * `semantic-item`: the negative is one of the catalog items grounded from the pair's method-1 negatives.
 
-Lookups are vectorised (sorted pair keys + binary search). A pair without an embedding uses the user's mean
+The core takes arrays (`SemanticArrays`): the `train` stage loads them from the run's artifacts. Lookups are
+vectorised (sorted pair keys + binary search). A pair without an embedding uses the user's mean
 embedding, or gets no mixing (`fallback`), never random noise.
 """
 
@@ -19,21 +20,19 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import manifest
 from ..config.cf import SemanticConfig, TrainConfig
-from ..storage import RunDir
+from ..errors import HnlRayError
 from .data import CFData
 from .samplers import Negatives, Sampler
 
 log = logging.getLogger(__name__)
 
 
-class SemanticInputError(ValueError):
+class SemanticInputError(HnlRayError, ValueError):
     pass
 
 
@@ -216,42 +215,37 @@ def _check_ids(users: np.ndarray, items: np.ndarray, data: CFData, where: str) -
                                  "from another dataset or split: re-run the stages that produce it")
 
 
-def load_hardneg(run: RunDir, data: CFData) -> PairIndex:
-    from ..llm.embedder import vectors
-    from ..llm.generate import read_shards
+@dataclass
+class SemanticArrays:
+    """What a semantic sampler is built from, as arrays (the `train` stage loads them from the run's artifacts).
 
-    t = read_shards(run, "hardneg", columns=["user_idx", "item_idx", "vector"])
-    if t is None or manifest.load(run, "hardneg") is None:
-        raise SemanticInputError(f"{run.uri_of('hardneg')} not found: run `hnl-ray hardneg` first (the semantic "
-                                 "sampler with source: hardneg reads it)")
-    u, i = t["user_idx"].to_numpy().astype(np.int64), t["item_idx"].to_numpy().astype(np.int64)
-    _check_ids(u, i, data, run.uri_of("hardneg"))
+    `users`, `items`: the pairs; `vectors`: their LLM vectors (HNLMRec's, or method 1's, one row per negative);
+    `grounded`: (pairs, width) catalog items grounded from method-1 negatives (-1: none); `targets`: the teacher's
+    (user, item, j*) triples for the `align` objective. `where` / `targets_where` name the artifacts in errors."""
+
+    source: str  # "hardneg" or "method1"
+    where: str
+    users: np.ndarray
+    items: np.ndarray
+    vectors: np.ndarray | None = None
+    grounded: np.ndarray | None = None
+    targets: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    targets_where: str = ""
+
+
+def hardneg_index(a: SemanticArrays, data: CFData) -> PairIndex:
+    _check_ids(a.users, a.items, data, a.where)
     # Fine-tuning trained these with a cosine loss: only the direction means anything, and raw hidden-state norms
     # (hundreds for SmolLM2) would dominate the adapter's first outputs.
-    v = vectors(t["vector"]).astype(np.float32)
+    v = a.vectors.astype(np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True).clip(min=1e-12)
-    return PairIndex(u, i, v, data.n_users, data.n_items)
+    return PairIndex(a.users, a.items, v, data.n_users, data.n_items)
 
 
-def _method1(run: RunDir, data: CFData):
-    from ..llm.embedder import vectors
-
-    path = "embeddings/negatives.parquet"
-    if not run.exists(path) or manifest.load(run, "embeddings") is None:
-        raise SemanticInputError(f"{run.uri_of(path)} not found: run `hnl-ray negatives` and `hnl-ray embed` "
-                                 "first (method-1 semantic negatives)")
-    t = run.read_parquet(path)
-    if t.num_rows == 0:
-        raise SemanticInputError(f"{run.uri_of(path)} holds no negatives (all generations failed?)")
-    t = t.filter(pc.invert(t["false_negative"]))
-    u, i = t["user_idx"].to_numpy().astype(np.int64), t["item_idx"].to_numpy().astype(np.int64)
-    _check_ids(u, i, data, run.uri_of(path))
-    return t, u, i, vectors(t["vector"])
-
-
-def load_method1(run: RunDir, data: CFData) -> PairIndex:
+def method1_index(a: SemanticArrays, data: CFData) -> PairIndex:
     """Method-1 text embeddings, averaged over the K negatives of a pair (false negatives left out)."""
-    _, u, i, v = _method1(run, data)
+    _check_ids(a.users, a.items, data, a.where)
+    u, i, v = a.users, a.items, a.vectors
     keys = u * data.n_items + i
     uniq, inv = np.unique(keys, return_inverse=True)
     sums = np.zeros((len(uniq), v.shape[1]), np.float64)
@@ -261,16 +255,10 @@ def load_method1(run: RunDir, data: CFData) -> PairIndex:
     return PairIndex(uniq // data.n_items, uniq % data.n_items, mean, data.n_users, data.n_items)
 
 
-def load_teacher_targets(run: RunDir, data: CFData) -> AlignTargets:
+def teacher_targets(a: SemanticArrays, data: CFData) -> AlignTargets:
     """The teacher's hard negative j* of each mined pair: what HNLMRec's vector for (u, i) was trained towards."""
-    path = "teacher/pairs.parquet"
-    if not run.exists(path) or manifest.load(run, "teacher") is None:
-        raise SemanticInputError(f"{run.uri_of(path)} not found: the `align` adapter objective learns from the "
-                                 "teacher's pairs; run `hnl-ray teacher`, or set "
-                                 "train.sampler.semantic.adapter_objective: joint")
-    t = run.read_parquet(path, columns=["user_idx", "item_idx", "neg_item_idx"])
-    u, i, j = (t[c].to_numpy().astype(np.int64) for c in ("user_idx", "item_idx", "neg_item_idx"))
-    _check_ids(u, j, data, run.uri_of(path))
+    u, i, j = a.targets
+    _check_ids(u, j, data, a.targets_where)
     return AlignTargets.build(u, i, j, data.n_items)
 
 
@@ -279,14 +267,12 @@ def grounded_targets(keys: np.ndarray, indptr: np.ndarray, grounded: np.ndarray,
     return AlignTargets(keys, grounded[indptr[:-1]], n_items)
 
 
-def load_grounded(run: RunDir, data: CFData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def grounded_lists(a: SemanticArrays, data: CFData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(sorted pair keys, indptr, grounded item ids) of the method-1 negatives' grounded items."""
-    t, u, i, _ = _method1(run, data)
-    g = t["grounded"].combine_chunks()
-    width = g.type.list_size
-    items = g.flatten().to_numpy().reshape(len(t), width)
-    keys = np.repeat(u * data.n_items + i, width)
-    flat = items.reshape(-1)
+    _check_ids(a.users, a.items, data, a.where)
+    width = a.grounded.shape[1]
+    keys = np.repeat(a.users * data.n_items + a.items, width)
+    flat = a.grounded.reshape(-1)
     ok = flat >= 0
     keys, flat = keys[ok], flat[ok]
     order = np.argsort(keys, kind="stable")
@@ -302,28 +288,28 @@ class SemanticParts:
     extra_modules: list
     extra_losses: list
     epoch_hooks: list
-    inputs: dict
     describe: dict
 
+    def trainer_kwargs(self) -> dict:
+        return dict(sampler_factory=self.sampler_factory, extra_modules=self.extra_modules,
+                    extra_losses=self.extra_losses, epoch_hooks=self.epoch_hooks)
 
-def build_semantic(tcfg: TrainConfig, run: RunDir, data: CFData, model_dim: int, device: torch.device
+
+def build_semantic(tcfg: TrainConfig, arrays: SemanticArrays, data: CFData, model_dim: int, device: torch.device
                    ) -> SemanticParts:
     from .samplers import MixingSampler
 
     sc: SemanticConfig = tcfg.sampler.semantic
     if tcfg.sampler.name == "semantic-item":
-        keys, indptr, grounded = load_grounded(run, data)
+        keys, indptr, grounded = grounded_lists(arrays, data)
 
         def factory(base: Sampler) -> Sampler:
             return GroundedItemSampler(base, keys, indptr, grounded, sc.share)
 
-        m = manifest.load(run, "embeddings")
-        return SemanticParts(factory, [], [], [], {"embeddings": m["fingerprint"]},
-                             {"grounded_pairs": int(len(keys))})
-    index = load_hardneg(run, data) if sc.source == "hardneg" else load_method1(run, data)
-    folder = "hardneg" if sc.source == "hardneg" else "embeddings"
+        return SemanticParts(factory, [], [], [], {"grounded_pairs": int(len(keys))})
+    index = hardneg_index(arrays, data) if sc.source == "hardneg" else method1_index(arrays, data)
     if sc.llm_dim is not None and sc.llm_dim != index.dim:
-        raise SemanticInputError(f"{run.uri_of(folder)} holds {index.dim}-dimensional embeddings, but "
+        raise SemanticInputError(f"{arrays.where} holds {index.dim}-dimensional embeddings, but "
                                  f"train.sampler.semantic.llm_dim is {sc.llm_dim}: fix llm_dim (or leave it null) "
                                  "or re-run the stage that made the artifact with the intended model")
     adapter = Adapter(index.dim, sc.adapter_hidden, model_dim).to(device)
@@ -340,20 +326,18 @@ def build_semantic(tcfg: TrainConfig, run: RunDir, data: CFData, model_dim: int,
             holder["mix"].set_alpha(sc.alpha * min(1.0, epoch / sc.alpha_warmup_epochs))
 
     losses = [contrastive_term(provider, sc.cl_weight, sc.cl_temperature)] if sc.cl_weight > 0 else []
-    inputs = {folder: manifest.load(run, folder)["fingerprint"]}
     describe = {"pairs_with_embedding": int(len(index.keys)), "llm_dim": index.dim,
                 "adapter_objective": sc.adapter_objective}
     if align:
         if sc.source == "hardneg":
-            targets = load_teacher_targets(run, data)
-            inputs["teacher"] = manifest.load(run, "teacher")["fingerprint"]
+            targets = teacher_targets(arrays, data)
         else:
-            targets = grounded_targets(*load_grounded(run, data), data.n_items)
+            targets = grounded_targets(*grounded_lists(arrays, data), data.n_items)
         covered = find_pairs(targets.keys, index.keys // data.n_items, index.keys % data.n_items, data.n_items)
         describe["pairs_with_align_target"] = int((covered >= 0).sum())
         if describe["pairs_with_align_target"] == 0:
-            raise SemanticInputError(f"none of the {len(index.keys)} pairs in {run.uri_of(folder)} has an alignment "
+            raise SemanticInputError(f"none of the {len(index.keys)} pairs in {arrays.where} has an alignment "
                                      "target (teacher pair or grounded item): were they made from another run? "
                                      "Re-run the stages, or set train.sampler.semantic.adapter_objective: joint")
         losses.append(alignment_term(provider, targets, sc.align_weight))
-    return SemanticParts(factory, [adapter], losses, [schedule], inputs, describe)
+    return SemanticParts(factory, [adapter], losses, [schedule], describe)

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config.cf import TrainConfig
+from ..errors import HnlRayError
 from ..storage import RunDir
 from . import checkpoint, losses
 from .data import CFData
@@ -30,8 +31,13 @@ from .samplers import Negatives, Sampler, build_sampler
 log = logging.getLogger(__name__)
 
 
-class TrainingError(RuntimeError):
+class TrainingError(HnlRayError, RuntimeError):
     pass
+
+
+# What one run writes into its folder; a run is complete when all of RUN_FILES exist.
+CHECKPOINT, BEST, METRICS = "checkpoint", "best.safetensors", "metrics.json"
+RUN_FILES = [METRICS, "log.jsonl", "learning_curve.png", "per_user_test.parquet", "ranks_test.parquet", BEST]
 
 
 @dataclass
@@ -70,13 +76,13 @@ def pick_device(name: str) -> torch.device:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, data: CFData, run: RunDir, name: str, seed: int,
+    def __init__(self, cfg: TrainConfig, data: CFData, out: RunDir, name: str, seed: int,
                  extra_losses: list[ExtraLoss] | None = None,
                  sampler_factory: Callable[[Sampler], Sampler] | None = None,
                  extra_modules: list[torch.nn.Module] | None = None, progress: bool = True,
                  epoch_hooks: list[Callable[[int], None]] | None = None):
-        self.cfg, self.data, self.run, self.name, self.seed = cfg, data, run, name, seed
-        self.dir = f"cf/{name}"
+        # `out` is this run's own folder (the train stage gives it <run-dir>/cf/<name>/): RUN_FILES go there.
+        self.cfg, self.data, self.out, self.name, self.seed = cfg, data, out, name, seed
         self.device = pick_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -187,7 +193,7 @@ class Trainer:
         touches the test split (sweep trials)."""
         cfg = self.cfg
         metric = cfg.eval.metric
-        state = checkpoint.load(self.run, f"{self.dir}/checkpoint", self.net, self.opt, self.device)
+        state = checkpoint.load(self.out, CHECKPOINT, self.net, self.opt, self.device)
         if state is not None:
             self.rng.bit_generator.state = state["rng_numpy"]
             start, best, best_epoch, bad = state["epoch"] + 1, state["best"], state["best_epoch"], state["bad"]
@@ -213,7 +219,7 @@ class Trainer:
                 if res.metrics[metric] > best:
                     best, best_epoch, bad = res.metrics[metric], epoch, 0
                     best_state = copy.deepcopy(self.net.state_dict())
-                    checkpoint.save_weights(self.run, f"{self.dir}/best.safetensors", self.net)
+                    checkpoint.save_weights(self.out, BEST, self.net)
                 else:
                     bad += 1
             history.append(rec)
@@ -222,12 +228,12 @@ class Trainer:
                                                           if "valid" in rec else {}))
             done = bad >= cfg.eval.patience
             if epoch % cfg.checkpoint_every == 0 or done or epoch == cfg.optim.epochs:
-                self.run.write_text(f"{self.dir}/log.jsonl", "".join(_jsonl(r) for r in history))
-                checkpoint.save(self.run, f"{self.dir}/checkpoint", self.net, self.opt, {
+                self.out.write_text("log.jsonl", "".join(_jsonl(r) for r in history))
+                checkpoint.save(self.out, CHECKPOINT, self.net, self.opt, {
                     "epoch": epoch, "best": best, "best_epoch": best_epoch, "bad": bad,
                     "rng_numpy": self.rng.bit_generator.state, "log": history})
             if on_eval is not None and "valid" in rec:
-                on_eval(epoch, rec["valid"], f"{self.dir}/checkpoint")
+                on_eval(epoch, rec["valid"], CHECKPOINT)
             if done:
                 stopped_early = True
                 break
@@ -266,27 +272,26 @@ class Trainer:
             "seconds_this_call": time.perf_counter() - t_start,
             "device": str(self.device),
         }
-        self.run.write_json(f"{self.dir}/metrics.json", result)
-        self.run.write_text(f"{self.dir}/log.jsonl", "".join(_jsonl(r) for r in history))
+        self.out.write_json(METRICS, result)
+        self.out.write_text("log.jsonl", "".join(_jsonl(r) for r in history))
         self._write_per_user(test)
-        self.run.write_bytes(f"{self.dir}/learning_curve.png",
+        self.out.write_bytes("learning_curve.png",
                              learning_curve(history, metric, best_epoch, f"{self.name}: {cfg.model.name}, "
                                                                          f"{cfg.sampler.name} negatives"))
         return result
 
     def _load_best(self) -> dict | None:
-        rel = f"{self.dir}/best.safetensors"
-        if not self.run.exists(rel):
+        if not self.out.exists(BEST):
             return None
-        return {k: v.to(self.device) for k, v in checkpoint.read_tensors(self.run, rel).items()}
+        return {k: v.to(self.device) for k, v in checkpoint.read_tensors(self.out, BEST).items()}
 
     def _write_per_user(self, res: EvalResult) -> None:
         cols = {"user_idx": pa.array(res.users.astype(np.int32))}
         cols.update({k: pa.array(v.astype(np.float32)) for k, v in res.per_user.items()})
-        self.run.write_parquet(f"{self.dir}/per_user_{res.split}.parquet", pa.table(cols))
+        self.out.write_parquet(f"per_user_{res.split}.parquet", pa.table(cols))
         if res.truth is not None:
             t = res.truth
-            self.run.write_parquet(f"{self.dir}/ranks_{res.split}.parquet", pa.table({
+            self.out.write_parquet(f"ranks_{res.split}.parquet", pa.table({
                 "user_idx": t[:, 0].astype(np.int32), "item_idx": t[:, 1].astype(np.int32),
                 "rank": t[:, 2].astype(np.int16)}))
 

@@ -14,13 +14,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from ..errors import HnlRayError
 from .data import DataSource
 from .root import Config
 
 _FORMATS = [m.model_fields["format"].annotation for m in typing.get_args(typing.get_args(DataSource)[0])]
 
 
-class ConfigError(ValueError):
+class ConfigError(HnlRayError, ValueError):
     """A config that cannot be used; the message names the file and the dotted keys at fault."""
 
 

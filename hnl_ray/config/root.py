@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from ..stages import NAMES as STAGES
 from .base import Section
 from .cf import TrainConfig
 from .hnlmrec import FinetuneConfig, HardnegConfig, TeacherConfig
@@ -22,13 +23,9 @@ class RayConfig(Section):
     object_store_memory: int | None = Field(None, ge=78_643_200, description="Bytes of a local Ray's object store.")
 
 
-STAGES = ("prepare", "profiles", "negatives", "embed", "teacher", "finetune", "hardneg", "train", "report")
-
-
 class PipelineConfig(Section):
-    stages: list[Literal["prepare", "profiles", "negatives", "embed", "teacher", "finetune", "hardneg", "train",
-                         "report"]] = Field(list(STAGES), description="Stages `hnl-ray run` runs, in the fixed "
-                                                                      "order of the stage graph.")
+    stages: list[Literal[STAGES]] = Field(list(STAGES), description="Stages `hnl-ray run` runs, in the fixed "
+                                                                    "order of the stage graph.")
 
 
 class Config(Section):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from ..errors import HnlRayError
 
-class DataError(ValueError):
+class DataError(HnlRayError, ValueError):
     """Bad input data. The message names the file (and line) and what is wrong."""
 
     def __init__(self, message: str, path: str | None = None, line: int | None = None):

@@ -1,10 +1,5 @@
-"""The `prepare` stage: source files -> prepared/ (train/valid/test Parquet with contiguous ids, items, users,
-stats.json, manifest.json). Skipped when the config and the source files are unchanged.
-
-Whether prepare re-runs depends on the config and the sources' size and mtime (`source_fingerprint`: cheap, no
-need to read multi-GB sources). What later stages key on (`fingerprint`) is the identity of the tables written:
-sources copied or re-provisioned with a new mtime re-run prepare, and when its tables come out byte-identical the
-fingerprint stays, so hours of LLM stages downstream are not redone.
+"""Source files -> the prepared tables (train/valid/test with contiguous ids, items, users) and their stats.
+The `prepare` stage (hnl_ray/stages/prepare.py) writes them and decides when to re-run.
 """
 
 from __future__ import annotations
@@ -19,7 +14,6 @@ import pyarrow.compute as pc
 from ..arrays import unique, unique_inverse
 from .. import manifest
 from ..config import Config
-from ..storage import RunDir
 from .errors import DataError, LineErrors
 from .filters import FilterLog, RatingDatePrefilter, codes, dedup_mask, k_core
 from .readers import ReadContext, read_source
@@ -28,11 +22,6 @@ from .splits import NAMES, TEST, TRAIN, VALID, carve_valid, leave_one_out, rando
 from .stats import dataset_stats
 
 log = logging.getLogger(__name__)
-
-STAGE_DIR = "prepared"
-TABLES = ["train.parquet", "valid.parquet", "test.parquet", "items.parquet", "users.parquet"]
-OUTPUTS = [*TABLES, "stats.json"]  # stats.json holds timings: not part of the tables' identity
-
 
 def config_part(cfg: Config) -> dict:
     return {"data": cfg.data.model_dump(mode="json"), "filters": cfg.filters.model_dump(mode="json"),
@@ -57,18 +46,8 @@ def input_signature(cfg: Config) -> dict[str, str]:
     return sig
 
 
-def prepare(cfg: Config, run: RunDir | None = None, force: bool = False) -> dict:
-    """Run the stage (or skip it when fresh); returns the stats dict."""
-    run = run or RunDir(cfg.resolved_run_dir())
-    part = config_part(cfg)
-    inputs = input_signature(cfg)
-    fp = manifest.fingerprint(part, inputs)
-    if not force and manifest.is_fresh(run, STAGE_DIR, fp, key="source_fingerprint"):
-        log.info("prepare: up to date in %s, skipped", run.uri_of(STAGE_DIR))
-        stats = run.read_json(f"{STAGE_DIR}/stats.json")
-        stats["skipped"] = True
-        return stats
-    timings = manifest.Timings()
+def build(cfg: Config, timings: manifest.Timings) -> tuple[dict[str, pa.Table], dict, list]:
+    """Read, filter, split and index the source: (tables by name, stats, the source files read)."""
     errors = LineErrors(cfg.data.on_error)
     pre = RatingDatePrefilter(cfg.filters)
     ctx = ReadContext(errors=errors, keep_reviews=cfg.data.keep_reviews, max_review_chars=cfg.data.max_review_chars,
@@ -83,20 +62,7 @@ def prepare(cfg: Config, run: RunDir | None = None, force: bool = False) -> dict
                         "set it to null")
     with timings("filter_split_index"):
         tables, stats = _process(cfg, src, pre, errors)
-    previous = manifest.load(run, STAGE_DIR)
-    before = manifest.files_digest(run, STAGE_DIR, TABLES) if previous else None
-    with timings("write"):
-        for name, table in tables.items():
-            run.write_parquet(f"{STAGE_DIR}/{name}.parquet", table)
-    after = manifest.files_digest(run, STAGE_DIR, TABLES)
-    out_fp = previous["fingerprint"] if previous and before == after else after
-    stats["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
-    run.write_json(f"{STAGE_DIR}/stats.json", stats)
-    manifest.write(run, STAGE_DIR, stage="prepare", fp=out_fp, config_part=part, inputs=inputs, outputs=OUTPUTS,
-                   counts={"users": stats["users"], "items": stats["items"],
-                           **stats["interactions_per_split"]}, timings=dict(timings),
-                   extra={"source_fingerprint": fp, "tables_digest": after, "source_files": src.files})
-    return stats
+    return tables, stats, src.files
 
 
 def _check_feasible(cfg: Config, src: SourceData) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import pyarrow as pa
 
 from ..config.llm import EmbedConfig
 from .models import resolve_sentence_model
@@ -48,31 +47,3 @@ def embed_dataset(ds, cfg: EmbedConfig):
         compute=ray.data.ActorPoolStrategy(size=cfg.concurrency),
         num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus or None,
     )
-
-
-def vector_column(vecs: np.ndarray) -> pa.FixedSizeListArray:
-    """(n, d) array -> a fixed-size-list Arrow column (what Parquet stores and every reader understands)."""
-    vecs = np.ascontiguousarray(vecs)
-    return pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), vecs.shape[1])
-
-
-def vectors(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """A fixed-size-list column -> (n, d) numpy array, without copying through Python objects."""
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if len(arr) == 0:
-        return np.zeros((0, 0), dtype=np.float32)
-    dim = arr.type.list_size
-    return arr.flatten().to_numpy(zero_copy_only=False).reshape(len(arr), dim)
-
-
-def collect(ds) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Materialise an embedded dataset: (other columns, vectors)."""
-    cols: dict[str, list] = {}
-    vecs: list[np.ndarray] = []
-    for batch in ds.iter_batches(batch_format="numpy", batch_size=4096):
-        vecs.append(np.asarray(batch["vector"]))
-        for k, v in batch.items():
-            if k != "vector":
-                cols.setdefault(k, []).append(v)
-    return ({k: np.concatenate(v) for k, v in cols.items()},
-            np.concatenate(vecs) if vecs else np.zeros((0, 0), np.float32))

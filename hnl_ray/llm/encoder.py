@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from ..config.hnlmrec import FinetuneConfig
+from ..errors import HnlRayError
 
 
-class EncoderError(ValueError):
+class EncoderError(HnlRayError, ValueError):
     pass
 
 

@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..config.llm import LLMConfig
-from ..storage import RunDir
+from ..errors import HnlRayError
+from ..storage import RunDir, ShardWriter, read_shards
 from .engines.base import Engine, EngineError
 from .parse import FAILED, validate
 from .schemas import SCHEMAS
@@ -25,51 +26,8 @@ from .schemas import SCHEMAS
 log = logging.getLogger(__name__)
 
 
-class GenerationError(RuntimeError):
+class GenerationError(HnlRayError):
     pass
-
-
-def read_shards(run: RunDir, folder: str, columns: list[str] | None = None) -> pa.Table | None:
-    names = run.list(folder, suffix=".parquet")
-    names = [n for n in names if n.startswith("part-")]
-    if not names:
-        return None
-    return pa.concat_tables([run.read_parquet(f"{folder}/{n}", columns=columns) for n in names],
-                            promote_options="default")
-
-
-class ShardWriter:
-    """Buffers rows (dicts or Arrow tables) and writes `part-NNNNN.parquet` shards of `shard_rows` atomically."""
-
-    def __init__(self, run: RunDir, folder: str, shard_rows: int):
-        self.run, self.folder, self.shard_rows = run, folder, shard_rows
-        existing = [n for n in run.list(folder, suffix=".parquet") if n.startswith("part-")]
-        self.next = 1 + max((int(n[5:10]) for n in existing), default=-1)
-        self.buffer: list[pa.Table] = []
-        self.buffered = 0
-        self.written = 0
-
-    def add(self, rows: list[dict] | pa.Table) -> None:
-        table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows)
-        if table.num_rows == 0:
-            return
-        self.buffer.append(table)
-        self.buffered += table.num_rows
-        while self.buffered >= self.shard_rows:
-            merged = pa.concat_tables(self.buffer, promote_options="default")
-            self._write(merged.slice(0, self.shard_rows))
-            rest = merged.slice(self.shard_rows)
-            self.buffer, self.buffered = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
-
-    def close(self) -> None:
-        if self.buffered:
-            self._write(pa.concat_tables(self.buffer, promote_options="default"))
-            self.buffer, self.buffered = [], 0
-
-    def _write(self, table: pa.Table) -> None:
-        self.run.write_parquet(f"{self.folder}/part-{self.next:05d}.parquet", table)
-        self.next += 1
-        self.written += table.num_rows
 
 
 def dataset_in_blocks(table: pa.Table, rows: int):

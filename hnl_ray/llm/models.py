@@ -11,13 +11,15 @@ import os
 import shutil
 from pathlib import Path
 
+from ..errors import HnlRayError
+
 log = logging.getLogger(__name__)
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_DIR = "smollm2-135m-instruct"
 
 
-class ModelNotFound(FileNotFoundError):
+class ModelNotFound(HnlRayError, FileNotFoundError):
     pass
 
 

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import jinja2
 
+from ..data.errors import DataError
+from ..errors import MissingInput
+
 PACKAGED = Path(__file__).parent / "prompts"
 KINDS = ("item_profile", "user_profile", "hard_negative")
 DOMAIN_OF_FORMAT = {"yelp": "businesses", "movielens": "movies"}
@@ -39,11 +42,11 @@ def load(kind: str, domain: str, prompts_dir: str | None = None) -> Template:
                   if prompts_dir else []) + [PACKAGED / domain / f"{kind}.txt"]
     path = next((p for p in candidates if p.exists()), None)
     if path is None:
-        raise FileNotFoundError(f"no prompt template for {kind} ({domain}); looked at "
+        raise MissingInput(f"no prompt template for {kind} ({domain}); looked at "
                                 f"{', '.join(map(str, candidates))}")
     text = path.read_text()
     if "[system]" not in text or "[user]" not in text:
-        raise ValueError(f"{path}: a template needs a [system] and a [user] section")
+        raise DataError(f"{path}: a template needs a [system] and a [user] section")
     system, user = text.split("[user]", 1)
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
     return Template(kind, system.replace("[system]", "", 1).strip(), env.from_string(user.strip("\n")), text,

@@ -23,30 +23,26 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from .. import manifest
+from .. import artifacts as A
+from ..artifacts import Artifacts
 from ..config import Config
-from ..storage import RunDir
-from .common import ensure_ray, need, prepared
-from .profiles import ITEMS, USERS, profile_texts
-from .teacher import FOLDER as TEACHER
+from ..errors import StageError
+from . import Context, Output, step
 
 log = logging.getLogger(__name__)
 
-FOLDER = "finetune"
-OUTPUTS = ["adapter.safetensors", "metrics.json", "log.jsonl"]
 
-
-def supervision(cfg: Config, run: RunDir) -> pa.Table:
+def supervision(cfg: Config, art: Artifacts) -> pa.Table:
     """Teacher pairs as (query, positive) texts, with the ids needed for CF soft tokens."""
     from ..llm.encoder import item_text, query_text
 
-    data = prepared(run)
-    pairs = run.read_parquet(f"{TEACHER}/pairs.parquet")
+    data = art.prepared()
+    pairs = art.teacher_pairs()
     if cfg.finetune.pairs_limit:
         pairs = pairs.slice(0, cfg.finetune.pairs_limit)
     titles = dict(zip(data["items"]["item_idx"].to_pylist(), data["items"]["title"].to_pylist()))
-    iprof = profile_texts(run, ITEMS, "item_idx")
-    uprof = profile_texts(run, USERS, "user_idx")
+    iprof = art.item_profiles()
+    uprof = art.user_profiles()
     q, p = [], []
     for u, i, j in zip(pairs["user_idx"].to_pylist(), pairs["item_idx"].to_pylist(),
                        pairs["neg_item_idx"].to_pylist()):
@@ -78,10 +74,8 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
     torch.manual_seed(config["seed"] + rank)
     device = ray.train.torch.get_device()
     cf_vecs = None
-    if config.get("cf_path"):
-        from safetensors.torch import load_file as lf
-
-        t = lf(config["cf_path"])
+    if config.get("cf_tokens"):  # read through the run's filesystem: this worker may be on another node
+        t = config["artifacts"].teacher_embeddings()
         cf_vecs = (t["users"], t["items"])
     enc = LLMEncoder(config["base_path"], cfg, cf_dim=cf_vecs[0].shape[1] if cf_vecs else None)
     if cfg.gradient_checkpointing:  # non-reentrant: works with frozen (LoRA) inputs and DDP's static graph
@@ -181,84 +175,76 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
         dist.barrier()
 
 
-def run_finetune(cfg: Config, run: RunDir | None = None, force: bool = False) -> dict:
-    import ray.train
+def run(ctx: Context) -> dict:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from safetensors.torch import load_file
 
     from ..llm.models import resolve_llm
 
-    run = run or RunDir(cfg.resolved_run_dir())
-    teacher_m = need(run, TEACHER, "teacher", "teacher pairs")
-    users_m = need(run, USERS, "profiles", "user profiles")
+    cfg, art = ctx.cfg, ctx.art
+    teacher_m = art.need(A.TEACHER, "teacher pairs")
+    users_m = art.need(A.USER_PROFILES, "user profiles")
     base_path = resolve_llm(cfg.finetune.base_model, cfg.llm.model_cache)
     part = {"finetune": cfg.finetune.model_dump(mode="json", exclude={"num_workers", "cpus_per_worker", "threads",
                                                                        "checkpoint_every", "max_failures"}),
             "base_path": base_path, "seed": cfg.seed}
     inputs = {"teacher": teacher_m["fingerprint"], "user_profiles": users_m["fingerprint"]}
-    fp = manifest.fingerprint(part, inputs)
-    if not force and manifest.is_fresh(run, FOLDER, fp):
-        log.info("finetune: up to date, skipped")
-        return {**run.read_json(f"{FOLDER}/metrics.json"), "skipped": True}
-    if not run.is_local:
-        raise NotImplementedError("finetune writes Ray Train storage under the run directory; use a local or "
-                                  "network-mounted run directory (RunConfig.storage_path takes s3:// too: "
-                                  "see README)")
-    ray = ensure_ray(cfg)
-    if cfg.finetune.use_gpu and ray.cluster_resources().get("GPU", 0) < cfg.finetune.num_workers:
-        raise RuntimeError(f"finetune.use_gpu with {cfg.finetune.num_workers} workers, but the cluster has "
-                           f"{ray.cluster_resources().get('GPU', 0):g} GPUs")
-    table = supervision(cfg, run)
-    n_valid = int(round(table.num_rows * cfg.finetune.valid_share))
-    order = np.random.default_rng(cfg.seed).permutation(table.num_rows)
-    valid, train = table.take(pa.array(order[:n_valid])), table.take(pa.array(order[n_valid:]))
-    # Ray Train's storage: the run name is the fingerprint, so a re-submitted job with the same config resumes
-    # the same run, and a changed config starts a new one.
-    storage = run.local_path(FOLDER, "ray")
-    os.makedirs(storage, exist_ok=True)
-    items = prepared(run)["items"]
-    from ..llm.encoder import item_text
 
-    iprof = profile_texts(run, ITEMS, "item_idx")
-    random_items = [item_text(t, iprof.get(i)) for i, t in zip(items["item_idx"].to_pylist(),
-                                                              items["title"].to_pylist())]
-    loop_config = {"finetune": cfg.finetune.model_dump(mode="json"), "base_path": base_path, "seed": cfg.seed,
-                   "cf_path": run.local_path(TEACHER, "embeddings.safetensors") if cfg.finetune.cf_tokens else None,
-                   "random_items": random_items if cfg.finetune.random_negatives else None}
-    trainer = TorchTrainer(
-        _train_loop, train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=cfg.finetune.num_workers, use_gpu=cfg.finetune.use_gpu,
-                                     resources_per_worker={"CPU": cfg.finetune.cpus_per_worker}),
-        run_config=RunConfig(storage_path=storage, name=f"hnlmrec-{fp}",
-                             failure_config=FailureConfig(max_failures=cfg.finetune.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
-        datasets={"train": ray.data.from_arrow(train.select(["user_idx", "item_idx", "query", "positive"]))},
-    )
-    t0 = time.perf_counter()
-    result = trainer.fit()
-    seconds = time.perf_counter() - t0
-    if result.checkpoint is None:
-        raise RuntimeError(f"fine-tuning produced no checkpoint ({result.error})")
-    with result.checkpoint.as_directory() as d:
-        tensors = load_file(os.path.join(d, "adapter.safetensors"))
-        state = json.load(open(os.path.join(d, "state.json")))
-    from safetensors.torch import save as st_save
+    def work(fp: str) -> Output:
+        ray = ctx.ray()
+        if cfg.finetune.use_gpu and ray.cluster_resources().get("GPU", 0) < cfg.finetune.num_workers:
+            raise StageError(f"finetune.use_gpu with {cfg.finetune.num_workers} workers, but the cluster has "
+                             f"{ray.cluster_resources().get('GPU', 0):g} GPUs")
+        table = supervision(cfg, art)
+        n_valid = int(round(table.num_rows * cfg.finetune.valid_share))
+        order = np.random.default_rng(cfg.seed).permutation(table.num_rows)
+        valid, train = table.take(pa.array(order[:n_valid])), table.take(pa.array(order[n_valid:]))
+        # Ray Train's storage: the run name is the fingerprint, so a re-submitted job with the same config resumes
+        # the same run, and a changed config starts a new one. It lives on the run directory's own filesystem.
+        storage, fs = art.ray_train_storage()
+        items = art.prepared()["items"]
+        from ..llm.encoder import item_text
 
-    run.write_bytes(f"{FOLDER}/adapter.safetensors", st_save(tensors))
-    run.write_text(f"{FOLDER}/log.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]))
-    metrics = {"steps": state["step"], "epochs_done": state["epoch"], "train_pairs": train.num_rows,
-               "valid_pairs": valid.num_rows, "seconds": seconds, "base_model": base_path,
-               "resumed": sum(1 for r in state["history"] if r.get("event") == "resumed"),
-               "final_train_loss": next((r["loss"] for r in reversed(state["history"]) if "loss" in r), None),
-               **validate_adapter(cfg, base_path, tensors, valid, run)}
-    run.write_json(f"{FOLDER}/metrics.json", metrics)
-    manifest.write(run, FOLDER, stage="finetune", fp=fp, config_part=part, inputs=inputs, outputs=OUTPUTS,
-                   counts={"steps": state["step"], "train_pairs": train.num_rows}, timings={"fit": seconds})
-    return metrics
+        iprof = art.item_profiles()
+        random_items = [item_text(t, iprof.get(i)) for i, t in zip(items["item_idx"].to_pylist(),
+                                                                  items["title"].to_pylist())]
+        loop_config = {"finetune": cfg.finetune.model_dump(mode="json"), "base_path": base_path, "seed": cfg.seed,
+                       "cf_tokens": cfg.finetune.cf_tokens, "artifacts": art if cfg.finetune.cf_tokens else None,
+                       "random_items": random_items if cfg.finetune.random_negatives else None}
+        trainer = TorchTrainer(
+            _train_loop, train_loop_config=loop_config,
+            scaling_config=ScalingConfig(num_workers=cfg.finetune.num_workers, use_gpu=cfg.finetune.use_gpu,
+                                         resources_per_worker={"CPU": cfg.finetune.cpus_per_worker}),
+            run_config=RunConfig(storage_path=storage, storage_filesystem=None if art.run.is_local else fs,
+                                 name=f"hnlmrec-{fp}",
+                                 failure_config=FailureConfig(max_failures=cfg.finetune.max_failures),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
+            datasets={"train": ray.data.from_arrow(train.select(["user_idx", "item_idx", "query", "positive"]))},
+        )
+        t0 = time.perf_counter()
+        result = trainer.fit()
+        seconds = time.perf_counter() - t0
+        if result.checkpoint is None:
+            raise StageError(f"fine-tuning produced no checkpoint ({result.error})")
+        with result.checkpoint.as_directory() as d:
+            tensors = load_file(os.path.join(d, "adapter.safetensors"))
+            state = json.load(open(os.path.join(d, "state.json")))
+        art.write_adapter(tensors)
+        art.write_finetune_log(state["history"])
+        metrics = {"steps": state["step"], "epochs_done": state["epoch"], "train_pairs": train.num_rows,
+                   "valid_pairs": valid.num_rows, "seconds": seconds, "base_model": base_path,
+                   "resumed": sum(1 for r in state["history"] if r.get("event") == "resumed"),
+                   "final_train_loss": next((r["loss"] for r in reversed(state["history"]) if "loss" in r), None),
+                   **validate_adapter(cfg, base_path, tensors, valid, art)}
+        art.write_finetune_metrics(metrics)
+        return Output(counts={"steps": state["step"], "train_pairs": train.num_rows}, outputs=A.FINETUNE_FILES,
+                      timings={"fit": seconds}, result=metrics)
+
+    return step(ctx, A.FINETUNE, part, inputs, work, label="finetune", cached=art.finetune_metrics)
 
 
-def validate_adapter(cfg: Config, base_path: str, tensors: dict, valid: pa.Table, run: RunDir) -> dict:
+def validate_adapter(cfg: Config, base_path: str, tensors: dict, valid: pa.Table, art: Artifacts) -> dict:
     """Held-out loss and in-batch accuracy of the trained adapter against the untrained base."""
     import torch
 
@@ -268,15 +254,12 @@ def validate_adapter(cfg: Config, base_path: str, tensors: dict, valid: pa.Table
     if valid.num_rows < 2:
         return {}
     rows = valid.slice(0, min(valid.num_rows, 64))
-    cf = None
+    cf = cf_rows(art, rows) if cfg.finetune.cf_tokens else None
     out = {}
     for name, load in (("base", False), ("tuned", True)):
-        enc = LLMEncoder(base_path, cfg.finetune, cf_dim=None if not cfg.finetune.cf_tokens else
-                         _cf_dim(run)).eval()
+        enc = LLMEncoder(base_path, cfg.finetune, cf_dim=None if cf is None else cf.shape[-1]).eval()
         if load:
             enc.load_trainable(tensors)
-        if cfg.finetune.cf_tokens:
-            cf = _cf_rows(run, rows)
         with torch.no_grad():
             loss, q, p, _ = contrastive_batch(enc, enc, rows["query"].to_pylist(), rows["positive"].to_pylist(),
                                               torch.device("cpu"), cf)
@@ -285,20 +268,14 @@ def validate_adapter(cfg: Config, base_path: str, tensors: dict, valid: pa.Table
     return out
 
 
-def _cf_dim(run: RunDir) -> int:
-    from safetensors.torch import load as st_load
-
-    return int(st_load(run.read_bytes(f"{TEACHER}/embeddings.safetensors"))["users"].shape[1])
-
-
-def _cf_rows(run: RunDir, rows: pa.Table):
+def cf_rows(art: Artifacts, rows: pa.Table):
+    """The teacher's (user, item) CF embeddings of each row, stacked: (rows, 2, d), the CF soft tokens."""
     import torch
-    from safetensors.torch import load as st_load
 
-    t = st_load(run.read_bytes(f"{TEACHER}/embeddings.safetensors"))
+    t = art.teacher_embeddings()
     u = torch.as_tensor(rows["user_idx"].to_numpy().astype(np.int64))
     i = torch.as_tensor(rows["item_idx"].to_numpy().astype(np.int64))
     return torch.stack([t["users"][u], t["items"][i]], 1)
 
 
-__all__ = ["run_finetune", "supervision"]
+__all__ = ["run", "supervision", "cf_rows"]

@@ -13,42 +13,39 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .. import artifacts as A
 from .. import manifest
+from ..arrays import vector_column, vectors
+from ..artifacts import Artifacts
 from ..config import Config
 from ..config.hnlmrec import FinetuneConfig
-from ..llm.embedder import vector_column, vectors
-from ..llm.generate import ShardWriter, dataset_in_blocks, read_shards
-from ..storage import RunDir
-from .common import begin, ensure_ray, need, prepared
-from .finetune import FOLDER as FINETUNE
+from ..errors import StageError
+from ..llm.generate import dataset_in_blocks
+from . import Context, Output, step
+from .finetune import cf_rows
 from .negatives import sample_pairs
-from .profiles import ITEMS, USERS, profile_texts
-from .teacher import FOLDER as TEACHER
 
 log = logging.getLogger(__name__)
 
-FOLDER = "hardneg"
 MIN_COSINE = 0.999
 
 
 class HardnegEmbedder:
     """Callable class for `map_batches`: base + merged LoRA; queries -> float16 vectors."""
 
-    def __init__(self, base_path: str, adapter_path: str, finetune: dict, cf_path: str | None,
-                 threads: int | None, device: str):
+    def __init__(self, base_path: str, art: Artifacts, finetune: dict, threads: int | None, device: str):
         import torch
-        from safetensors.torch import load_file
 
         from ..llm.encoder import LLMEncoder
 
         torch.set_num_threads(threads or os.cpu_count() or 1)
         cfg = FinetuneConfig.model_validate(finetune)
         self.cf = None
-        if cfg.cf_tokens and cf_path:
-            t = load_file(cf_path)
+        if cfg.cf_tokens:  # read through the run's filesystem: the actor may run on another node
+            t = art.teacher_embeddings()
             self.cf = (t["users"], t["items"])
         enc = LLMEncoder(base_path, cfg, cf_dim=self.cf[0].shape[1] if self.cf else None)
-        enc.load_trainable(load_file(adapter_path))
+        enc.load_trainable(art.adapter())
         self.device = torch.device("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
         self.enc = enc.merge().to(self.device).eval()
         self.torch = torch
@@ -65,39 +62,31 @@ class HardnegEmbedder:
                 "vector": v.cpu().numpy().astype(np.float16)}
 
 
-def queries(cfg: Config, run: RunDir) -> pa.Table:
+def queries(cfg: Config, art: Artifacts) -> pa.Table:
     from ..llm.encoder import query_text
 
-    data = prepared(run)
+    data = art.prepared()
     u, i = sample_pairs(data["train"]["user_idx"].to_numpy(), data["train"]["item_idx"].to_numpy(),
                         cfg.hardneg.pairs_per_user, cfg.seed)
     titles = dict(zip(data["items"]["item_idx"].to_pylist(), data["items"]["title"].to_pylist()))
-    uprof, iprof = profile_texts(run, USERS, "user_idx"), profile_texts(run, ITEMS, "item_idx")
+    uprof, iprof = art.user_profiles(), art.item_profiles()
     q = [query_text(cfg.finetune.instruction, uprof.get(a), titles.get(b), iprof.get(b))
          for a, b in zip(u.tolist(), i.tolist())]
     return pa.table({"id": [f"pair:{a}:{b}" for a, b in zip(u.tolist(), i.tolist())],
                      "user_idx": u.astype(np.int32), "item_idx": i.astype(np.int32), "query": q})
 
 
-def consistency(cfg: Config, base_path: str, run: RunDir, rows: pa.Table) -> float:
+def consistency(cfg: Config, base_path: str, art: Artifacts, rows: pa.Table) -> float:
     """Lowest cosine between stored inference vectors and the training-time forward for the same queries."""
     import torch
-    from safetensors.torch import load as st_load
 
     from ..llm.encoder import LLMEncoder
 
     if rows.num_rows == 0:
         return 1.0
-    tensors = st_load(run.read_bytes(f"{FINETUNE}/adapter.safetensors"))
-    cf = None
-    cf_dim = None
-    if cfg.finetune.cf_tokens:
-        t = st_load(run.read_bytes(f"{TEACHER}/embeddings.safetensors"))
-        cf_dim = t["users"].shape[1]
-        cf = torch.stack([t["users"][torch.as_tensor(rows["user_idx"].to_numpy().astype(np.int64))],
-                          t["items"][torch.as_tensor(rows["item_idx"].to_numpy().astype(np.int64))]], 1)
-    enc = LLMEncoder(base_path, cfg.finetune, cf_dim=cf_dim)
-    enc.load_trainable(tensors)
+    cf = cf_rows(art, rows) if cfg.finetune.cf_tokens else None
+    enc = LLMEncoder(base_path, cfg.finetune, cf_dim=None if cf is None else cf.shape[-1])
+    enc.load_trainable(art.adapter())
     enc.train(False)
     with torch.no_grad():
         ref = enc.encode_queries(rows["query"].to_pylist(), cf)
@@ -105,58 +94,51 @@ def consistency(cfg: Config, base_path: str, run: RunDir, rows: pa.Table) -> flo
     return float(torch.nn.functional.cosine_similarity(ref, got, dim=1).min())
 
 
-def run_hardneg(cfg: Config, run: RunDir | None = None, force: bool = False) -> dict:
+def run(ctx: Context) -> dict:
     from ..llm.models import resolve_llm
 
-    run = run or RunDir(cfg.resolved_run_dir())
-    ft = need(run, FINETUNE, "finetune", "the fine-tuned adapter")
+    cfg, art = ctx.cfg, ctx.art
+    ft = art.need(A.FINETUNE, "the fine-tuned adapter")
     base_path = resolve_llm(cfg.finetune.base_model, cfg.llm.model_cache)
     part = {"hardneg": cfg.hardneg.model_dump(mode="json", include={"pairs_per_user"}), "seed": cfg.seed}
-    inputs = {"finetune": ft["fingerprint"], "prepared": manifest.load(run, "prepared")["fingerprint"]}
-    fp = manifest.fingerprint(part, inputs)
-    if begin(run, FOLDER, fp, force):
-        log.info("hardneg: up to date, skipped")
-        return {**manifest.load(run, FOLDER)["counts"], "skipped": True}
-    table = queries(cfg, run)
-    done = read_shards(run, FOLDER, columns=["id"])
-    todo = table
-    if done is not None:
-        todo = table.filter(pc.invert(pc.is_in(table["id"], value_set=done["id"].combine_chunks())))
-    timings = manifest.Timings()
-    h = cfg.hardneg
-    if todo.num_rows:
-        ray = ensure_ray(cfg)
-        writer = ShardWriter(run, FOLDER, h.shard_rows)
-        ds = dataset_in_blocks(todo, max(h.shard_rows, h.batch_size)).map_batches(
-            HardnegEmbedder, batch_size=h.batch_size, batch_format="numpy",
-            fn_constructor_kwargs=dict(base_path=base_path, adapter_path=run.local_path(FINETUNE,
-                                                                                        "adapter.safetensors"),
-                                       finetune=cfg.finetune.model_dump(mode="json"),
-                                       cf_path=run.local_path(TEACHER, "embeddings.safetensors")
-                                       if cfg.finetune.cf_tokens else None,
-                                       threads=h.threads, device="cuda" if h.num_gpus > 0 else "cpu"),
-            compute=ray.data.ActorPoolStrategy(size=h.concurrency), num_cpus=h.num_cpus, num_gpus=h.num_gpus or None)
-        with timings("embed"):
-            for b in ds.iter_batches(batch_format="numpy", batch_size=h.shard_rows):
-                writer.add(pa.table({"id": pa.array(b["id"].astype(str)), "user_idx": b["user_idx"],
-                                     "item_idx": b["item_idx"],
-                                     "vector": vector_column(np.asarray(b["vector"], dtype=np.float16))}))
-            writer.close()
-    out = read_shards(run, FOLDER)
-    sample = out.slice(0, min(h.check_rows, out.num_rows))
-    query_of = dict(zip(table["id"].to_pylist(), table["query"].to_pylist()))
-    sample = sample.append_column("query", pa.array([query_of[i] for i in sample["id"].to_pylist()]))
-    with timings("check"):
-        cos = consistency(cfg, base_path, run, sample)
-    if cos < MIN_COSINE:
-        raise RuntimeError(f"hardneg: inference and training-time embeddings disagree (cosine {cos:.5f} < "
-                           f"{MIN_COSINE}); the adapter or the pooling differs between them")
-    dim = out["vector"].type.list_size
-    counts = {"pairs": out.num_rows, "dim": dim, "dtype": "float16", "check_min_cosine": round(cos, 6),
-              "bytes_per_million_pairs_in_memory": dim * 2 * 10**6,
-              "parquet_bytes": sum(os.path.getsize(run.local_path(FOLDER, n))
-                                   for n in run.list(FOLDER, suffix=".parquet"))
-              if run.is_local else None}
-    manifest.write(run, FOLDER, stage="hardneg", fp=fp, config_part=part, inputs=inputs, outputs=[],
-                   counts=counts, timings=dict(timings))
-    return counts
+    inputs = {"finetune": ft["fingerprint"], "prepared": art.fingerprint(A.PREPARED)}
+
+    def work(fp: str) -> Output:
+        table = queries(cfg, art)
+        done = art.shards(A.HARDNEG, columns=["id"])
+        todo = table
+        if done is not None:
+            todo = table.filter(pc.invert(pc.is_in(table["id"], value_set=done["id"].combine_chunks())))
+        timings = manifest.Timings()
+        h = cfg.hardneg
+        if todo.num_rows:
+            ray = ctx.ray()
+            writer = art.shard_writer(A.HARDNEG, h.shard_rows)
+            ds = dataset_in_blocks(todo, max(h.shard_rows, h.batch_size)).map_batches(
+                HardnegEmbedder, batch_size=h.batch_size, batch_format="numpy",
+                fn_constructor_kwargs=dict(base_path=base_path, art=art, finetune=cfg.finetune.model_dump(mode="json"),
+                                           threads=h.threads, device="cuda" if h.num_gpus > 0 else "cpu"),
+                compute=ray.data.ActorPoolStrategy(size=h.concurrency), num_cpus=h.num_cpus,
+                num_gpus=h.num_gpus or None)
+            with timings("embed"):
+                for b in ds.iter_batches(batch_format="numpy", batch_size=h.shard_rows):
+                    writer.add(pa.table({"id": pa.array(b["id"].astype(str)), "user_idx": b["user_idx"],
+                                         "item_idx": b["item_idx"],
+                                         "vector": vector_column(np.asarray(b["vector"], dtype=np.float16))}))
+                writer.close()
+        out = art.shards(A.HARDNEG)
+        sample = out.slice(0, min(h.check_rows, out.num_rows))
+        query_of = dict(zip(table["id"].to_pylist(), table["query"].to_pylist()))
+        sample = sample.append_column("query", pa.array([query_of[i] for i in sample["id"].to_pylist()]))
+        with timings("check"):
+            cos = consistency(cfg, base_path, art, sample)
+        if cos < MIN_COSINE:
+            raise StageError(f"hardneg: inference and training-time embeddings disagree (cosine {cos:.5f} < "
+                             f"{MIN_COSINE}); the adapter or the pooling differs between them")
+        dim = out["vector"].type.list_size
+        counts = {"pairs": out.num_rows, "dim": dim, "dtype": "float16", "check_min_cosine": round(cos, 6),
+                  "bytes_per_million_pairs_in_memory": dim * 2 * 10**6,
+                  "parquet_bytes": art.shard_bytes(A.HARDNEG)}
+        return Output(counts=counts, timings=timings)
+
+    return step(ctx, A.HARDNEG, part, inputs, work, label="hardneg", resumable=True)

@@ -12,15 +12,13 @@ import logging
 import numpy as np
 import pyarrow as pa
 
+from .. import artifacts as A
 from ..config import Config
 from ..llm import prompts
-from ..storage import RunDir
-from .common import need, prepared
-from .profiles import ITEMS, USERS, generation_stage, profile_texts
+from . import Context
+from .profiles import generation_stage
 
 log = logging.getLogger(__name__)
-
-FOLDER = "negatives"
 
 
 def sample_pairs(users: np.ndarray, items: np.ndarray, per_user: int | None, seed: int
@@ -57,29 +55,18 @@ def pair_prompts(cfg: Config, train: pa.Table, items: pa.Table, user_profiles: d
     return pa.Table.from_pylist(rows), {"pairs": int(len(u)), "pairs_without_user_profile": no_profile}
 
 
-def run_negatives(cfg: Config, run: RunDir | None = None, force: bool = False) -> dict:
-    run = run or RunDir(cfg.resolved_run_dir())
-    prep = need(run, "prepared", "prepare", "prepared data")
-    items_m = need(run, ITEMS, "profiles", "item profiles")
-    users_m = need(run, USERS, "profiles", "user profiles")
-    data = prepared(run)
+def run(ctx: Context) -> dict:
+    cfg, art = ctx.cfg, ctx.art
+    prep = art.need(A.PREPARED, "prepared data")
+    items_m = art.need(A.ITEM_PROFILES, "item profiles")
+    users_m = art.need(A.USER_PROFILES, "user profiles")
+    data = art.prepared()
     template = prompts.load("hard_negative", prompts.domain_for(cfg.llm.domain, cfg.data.format),
                             cfg.llm.prompts_dir)
-    table, extra = pair_prompts(cfg, data["train"], data["items"], profile_texts(run, USERS, "user_idx"),
-                                profile_texts(run, ITEMS, "item_idx"), template)
+    table, extra = pair_prompts(cfg, data["train"], data["items"], art.user_profiles(), art.item_profiles(),
+                                template)
     inputs = {"prepared": prep["fingerprint"], "item_profiles": items_m["fingerprint"],
               "user_profiles": users_m["fingerprint"]}
     part = {"negatives": cfg.negatives.model_dump(mode="json", include={"per_pair", "pairs_per_user"}),
             "seed": cfg.seed}
-    return generation_stage(cfg, run, FOLDER, table, template, ("user_idx", "item_idx", "k"), extra, inputs, force,
-                            part)
-
-
-def load(run: RunDir) -> pa.Table:
-    from ..llm.generate import read_shards
-
-    need(run, FOLDER, "negatives", "semantic negatives")
-    return read_shards(run, FOLDER)
-
-
-__all__ = ["run_negatives", "sample_pairs", "load"]
+    return generation_stage(ctx, A.NEGATIVES, table, template, ("user_idx", "item_idx", "k"), extra, inputs, part)

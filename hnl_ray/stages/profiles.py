@@ -13,17 +13,15 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .. import artifacts as A
 from .. import manifest
 from ..config import Config
 from ..llm import prompts
 from ..llm.engines.base import build_engine
-from ..llm.generate import ShardWriter, read_shards, run_generation
-from ..storage import RunDir
-from .common import begin, ensure_ray, need, prepared
+from ..llm.generate import run_generation
+from . import Context, Output, step
 
 log = logging.getLogger(__name__)
-
-ITEMS, USERS = "profiles/items", "profiles/users"
 
 
 def _clip(text: str | None, n: int) -> str | None:
@@ -119,47 +117,28 @@ def user_prompts(cfg: Config, users: pa.Table, train: pa.Table, items: pa.Table,
                                         "users_history_cut_to_budget": truncated}
 
 
-def profile_texts(run: RunDir, folder: str, key: str) -> dict[int, str]:
-    """idx -> summarization of the valid profiles in a folder."""
-    t = read_shards(run, folder, columns=[key, "status", "summarization"])
-    if t is None:
-        return {}
-    t = t.filter(pc.not_equal(t["status"], "failed"))
-    return dict(zip(t[key].to_pylist(), t["summarization"].to_pylist()))
-
-
-def stage_status(run: RunDir, folder: str) -> dict[str, int]:
-    done = read_shards(run, folder, columns=["status"])
-    if done is None:
-        return {}
-    return {v["values"]: v["counts"] for v in pc.value_counts(done["status"]).to_pylist()}
-
-
-def generation_stage(cfg: Config, run: RunDir, folder: str, table: pa.Table, template: prompts.Template,
-                     keys: tuple[str, ...], extra_counts: dict, inputs: dict, force: bool, part: dict) -> dict:
+def generation_stage(ctx: Context, folder: str, table: pa.Table, template: prompts.Template,
+                     keys: tuple[str, ...], extra_counts: dict, inputs: dict, part: dict) -> dict:
     """Run (or skip, or resume) one generation folder and write its manifest."""
+    cfg, art = ctx.cfg, ctx.art
     engine = build_engine(cfg.llm)
     part = {"llm": llm_identity(cfg), "template": template.digest, **part}
-    fp = manifest.fingerprint(part, inputs)
-    if begin(run, folder, fp, force):
-        log.info("%s: up to date, skipped", folder)
-        return {**manifest.load(run, folder)["counts"], "skipped": True}
-    timings = manifest.Timings()
-    if table.num_rows == 0:
-        manifest.write(run, folder, stage=folder.replace("/", "-"), fp=fp, config_part=part, inputs=inputs,
-                       outputs=[], counts={"rows": 0, "status": {}, **extra_counts}, timings={})
-        return {"rows": 0, **extra_counts}
-    ensure_ray(cfg)
-    with timings("generate"):
-        # Similar lengths batch together: less padding, faster generation.
-        order = pc.sort_indices(pc.utf8_length(table["user"]))
-        counts = run_generation(run, folder, table.take(order), engine, cfg.llm, cfg.seed, key_columns=keys)
-    status = stage_status(run, folder)
-    all_counts = {"rows": sum(status.values()), "status": status, "this_run": counts.as_dict(), **extra_counts}
-    manifest.write(run, folder, stage=folder.replace("/", "-"), fp=fp, config_part=part, inputs=inputs,
-                   outputs=[], counts=all_counts, timings=dict(timings),
-                   extra={"engine": engine.describe(), "template": template.path})
-    return all_counts
+
+    def work(fp: str) -> Output:
+        if table.num_rows == 0:
+            return Output(counts={"rows": 0, "status": {}, **extra_counts}, result={"rows": 0, **extra_counts})
+        timings = manifest.Timings()
+        ctx.ray()
+        with timings("generate"):
+            # Similar lengths batch together: less padding, faster generation.
+            order = pc.sort_indices(pc.utf8_length(table["user"]))
+            counts = run_generation(ctx.run, folder, table.take(order), engine, cfg.llm, cfg.seed, key_columns=keys)
+        status = art.status_counts(folder)
+        return Output(counts={"rows": sum(status.values()), "status": status, "this_run": counts.as_dict(),
+                              **extra_counts}, timings=timings,
+                      extra={"engine": engine.describe(), "template": template.path})
+
+    return step(ctx, folder, part, inputs, work, resumable=True)
 
 
 def llm_identity(cfg: Config) -> dict:
@@ -169,47 +148,46 @@ def llm_identity(cfg: Config) -> dict:
     return cfg.llm.model_dump(mode="json", exclude=resources)
 
 
-def text_profiles(cfg: Config, run: RunDir, items: pa.Table, inputs: dict, part: dict, force: bool) -> dict:
+def text_profiles(ctx: Context, items: pa.Table, inputs: dict, part: dict) -> dict:
     """Item profiles taken from the items' own text (no LLM): same shards and columns, status ok."""
-    fp = manifest.fingerprint({**part, "item_source": "text"}, inputs)
-    if begin(run, ITEMS, fp, force):
-        return {**manifest.load(run, ITEMS)["counts"], "skipped": True}
-    rows = []
-    for it in items.to_pylist()[: cfg.profiles.max_items]:
-        text = ". ".join(str(x) for x in (it.get("title"), ", ".join(it.get("categories") or []),
-                                          _clip(it.get("description"), 300)) if x)
-        rows.append({"id": f"item:{it['item_idx']}", "item_idx": it["item_idx"], "no_text": not text,
-                     "status": "ok" if text else "failed", "attempts": 0,
-                     "error": None if text else "the item has no text", "raw": None, "prompt_tokens": 0,
-                     "gen_tokens": 0, "truncated": False, "summarization": _clip(text, 400) or None,
-                     "reasoning": "the item's own text (profiles.item_source: text)"})
-    writer = ShardWriter(run, ITEMS, max(1, len(rows)))
-    writer.add(rows)
-    writer.close()
-    counts = {"rows": len(rows), "status": stage_status(run, ITEMS), "source": "item text"}
-    manifest.write(run, ITEMS, stage="profiles-items", fp=fp, config_part=part, inputs=inputs, outputs=[],
-                   counts=counts, timings={})
-    return counts
+
+    def work(fp: str) -> Output:
+        rows = []
+        for it in items.to_pylist()[: ctx.cfg.profiles.max_items]:
+            text = ". ".join(str(x) for x in (it.get("title"), ", ".join(it.get("categories") or []),
+                                              _clip(it.get("description"), 300)) if x)
+            rows.append({"id": f"item:{it['item_idx']}", "item_idx": it["item_idx"], "no_text": not text,
+                         "status": "ok" if text else "failed", "attempts": 0,
+                         "error": None if text else "the item has no text", "raw": None, "prompt_tokens": 0,
+                         "gen_tokens": 0, "truncated": False, "summarization": _clip(text, 400) or None,
+                         "reasoning": "the item's own text (profiles.item_source: text)"})
+        writer = ctx.art.shard_writer(A.ITEM_PROFILES, max(1, len(rows)))
+        writer.add(rows)
+        writer.close()
+        return Output(counts={"rows": len(rows), "status": ctx.art.status_counts(A.ITEM_PROFILES),
+                              "source": "item text"})
+
+    return step(ctx, A.ITEM_PROFILES, {**part, "item_source": "text"}, inputs, work, resumable=True,
+                label="profiles-items")
 
 
-def run_profiles(cfg: Config, run: RunDir | None = None, force: bool = False) -> dict:
-    run = run or RunDir(cfg.resolved_run_dir())
-    prep = need(run, "prepared", "prepare", "prepared data")
-    data = prepared(run)
+def run(ctx: Context) -> dict:
+    cfg, art = ctx.cfg, ctx.art
+    prep = art.need(A.PREPARED, "prepared data")
+    data = art.prepared()
     domain = prompts.domain_for(cfg.llm.domain, cfg.data.format)
     t_items = prompts.load("item_profile", domain, cfg.llm.prompts_dir)
     t_users = prompts.load("user_profile", domain, cfg.llm.prompts_dir)
     inputs = {"prepared": prep["fingerprint"]}
     part = {"profiles": cfg.profiles.model_dump(mode="json")}
     if cfg.profiles.item_source == "text":
-        out = {"items": text_profiles(cfg, run, data["items"], inputs, part, force)}
+        out = {"items": text_profiles(ctx, data["items"], inputs, part)}
     else:
         table, extra = item_prompts(cfg, data["items"], data["train"], t_items)
-        out = {"items": generation_stage(cfg, run, ITEMS, table, t_items, ("item_idx", "no_text"), extra, inputs,
-                                         force, part)}
-    item_fp = manifest.load(run, ITEMS)["fingerprint"]
-    table, extra = user_prompts(cfg, data["users"], data["train"], data["items"],
-                                profile_texts(run, ITEMS, "item_idx"), t_users, TokenCounter(cfg))
-    out["users"] = generation_stage(cfg, run, USERS, table, t_users, ("user_idx", "history_len"), extra,
-                                    {**inputs, "item_profiles": item_fp}, force, part)
+        out = {"items": generation_stage(ctx, A.ITEM_PROFILES, table, t_items, ("item_idx", "no_text"), extra,
+                                         inputs, part)}
+    table, extra = user_prompts(cfg, data["users"], data["train"], data["items"], art.item_profiles(), t_users,
+                                TokenCounter(cfg))
+    out["users"] = generation_stage(ctx, A.USER_PROFILES, table, t_users, ("user_idx", "history_len"), extra,
+                                    {**inputs, "item_profiles": art.fingerprint(A.ITEM_PROFILES)}, part)
     return out

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...errors import HnlRayError
+
 OUTPUT_COLUMNS = ("text", "error", "prompt_tokens", "gen_tokens", "truncated")
 
 
-class EngineError(RuntimeError):
+class EngineError(HnlRayError, RuntimeError):
     """An engine cannot run at all (no GPU for vllm, endpoint unreachable, model missing)."""
 
 

@@ -1,0 +1,183 @@
+"""The `train` stage: one CF run per configured name under <run-dir>/cf/<name>/, each skipped when its
+manifest matches and resumed from its checkpoint when it was interrupted.
+
+`build_run` is the one place a CF run is assembled (model, sampler with its semantic parts loaded from the
+run's artifacts, trainer): the train and teacher stages and every Ray Tune trial use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable
+
+import numpy as np
+import pyarrow.compute as pc
+
+from .. import artifacts as A
+from .. import manifest
+from ..arrays import vectors
+from ..artifacts import Artifacts
+from ..cf.data import CFData
+from ..cf.semantic import SemanticArrays, SemanticInputError, SemanticParts
+from ..cf.trainer import METRICS, RUN_FILES, Trainer
+from ..config import Config
+from ..config.cf import TrainConfig
+from ..errors import UsageError
+from ..storage import RunDir
+from . import Context, Output, step
+
+log = logging.getLogger(__name__)
+
+SEMANTIC = ("semantic", "semantic-item")
+
+
+def run_fingerprint(seed: int, tcfg: TrainConfig, art: Artifacts, extra_inputs: dict | None = None) -> tuple:
+    seed = tcfg.seed if tcfg.seed is not None else seed
+    part = {"train": tcfg.model_dump(mode="json", exclude={"runs"}), "seed": seed}
+    if tcfg.sampler.name not in SEMANTIC:
+        # Unused by classic samplers: editing it must not retrain them, nor the teacher and the LLM stages after it.
+        del part["train"]["sampler"]["semantic"]
+    inputs = {"prepared": art.fingerprint(A.PREPARED) or "missing", **(extra_inputs or {})}
+    return part, inputs, seed
+
+
+def semantic_arrays(tcfg: TrainConfig, art: Artifacts) -> tuple[SemanticArrays, dict]:
+    """The artifacts a semantic sampler reads, as arrays, and the fingerprints of those artifacts."""
+    sc = tcfg.sampler.semantic
+    if tcfg.sampler.name == "semantic-item" or sc.source != "hardneg":
+        where = art.uri(A.EMBEDDINGS, "negatives.parquet")
+        t = art.negative_embeddings()
+        if t is None:
+            raise SemanticInputError(f"{where} not found: run `hnl-ray negatives` and `hnl-ray embed` first "
+                                     "(method-1 semantic negatives)")
+        if t.num_rows == 0:
+            raise SemanticInputError(f"{where} holds no negatives (all generations failed?)")
+        t = t.filter(pc.invert(t["false_negative"]))
+        g = t["grounded"].combine_chunks()
+        arrays = SemanticArrays("method1", where, t["user_idx"].to_numpy().astype(np.int64),
+                                t["item_idx"].to_numpy().astype(np.int64), vectors(t["vector"]),
+                                g.flatten().to_numpy().reshape(len(t), g.type.list_size))
+        return arrays, {"embeddings": art.fingerprint(A.EMBEDDINGS)}
+    where = art.uri(A.HARDNEG)
+    t = art.hardneg_vectors(columns=["user_idx", "item_idx", "vector"])
+    if t is None:
+        raise SemanticInputError(f"{where} not found: run `hnl-ray hardneg` first (the semantic sampler with "
+                                 "source: hardneg reads it)")
+    arrays = SemanticArrays("hardneg", where, t["user_idx"].to_numpy().astype(np.int64),
+                            t["item_idx"].to_numpy().astype(np.int64), vectors(t["vector"]))
+    inputs = {"hardneg": art.fingerprint(A.HARDNEG)}
+    if sc.adapter_objective == "align":
+        arrays.targets_where = art.uri(A.TEACHER, "pairs.parquet")
+        p = art.teacher_pairs(columns=["user_idx", "item_idx", "neg_item_idx"])
+        if p is None:
+            raise SemanticInputError(f"{arrays.targets_where} not found: the `align` adapter objective learns from "
+                                     "the teacher's pairs; run `hnl-ray teacher`, or set "
+                                     "train.sampler.semantic.adapter_objective: joint")
+        arrays.targets = tuple(p[c].to_numpy().astype(np.int64) for c in ("user_idx", "item_idx", "neg_item_idx"))
+        inputs["teacher"] = art.fingerprint(A.TEACHER)
+    return arrays, inputs
+
+
+def semantic_parts(tcfg: TrainConfig, art: Artifacts, data: CFData) -> tuple[SemanticParts | None, dict]:
+    """The semantic sampler's parts (adapter, mixing sampler, extra losses) and its inputs' fingerprints;
+    (None, {}) for classic samplers."""
+    if tcfg.sampler.name not in SEMANTIC:
+        return None, {}
+    from ..cf.models import output_dim
+    from ..cf.semantic import build_semantic
+    from ..cf.trainer import pick_device
+
+    arrays, inputs = semantic_arrays(tcfg, art)
+    return build_semantic(tcfg, arrays, data, output_dim(tcfg.model), pick_device(tcfg.device)), inputs
+
+
+def build_run(tcfg: TrainConfig, art: Artifacts, data: CFData, out: RunDir, name: str, seed: int,
+              progress: bool = True, semantic: SemanticParts | None = None) -> Trainer:
+    """A CF run ready to fit: model, sampler (with its semantic parts) and trainer writing into `out`."""
+    if semantic is None:
+        semantic, _ = semantic_parts(tcfg, art, data)
+    return Trainer(tcfg, data, out, name, seed, progress=progress,
+                   **(semantic.trainer_kwargs() if semantic is not None else {}))
+
+
+def train_one(cfg: Config, run: RunDir | Artifacts, name: str, data: CFData | None = None, force: bool = False,
+              progress: bool = True, trainer_hook: Callable[[Trainer], None] | None = None,
+              extra_inputs: dict | None = None, tcfg: TrainConfig | None = None) -> dict:
+    """Train (or skip, or resume) one named run; returns its metrics.json."""
+    art = run if isinstance(run, Artifacts) else Artifacts(run)
+    tcfg = tcfg or cfg.train.for_run(name)
+    data = data or art.cf_data()
+    semantic, sem_inputs = semantic_parts(tcfg, art, data)
+    part, inputs, seed = run_fingerprint(cfg.seed, tcfg, art, {**(extra_inputs or {}), **sem_inputs})
+    out = art.cf_run(name)
+
+    def work(fp: str) -> Output:
+        trainer = build_run(tcfg, art, data, out, name, seed, progress, semantic)
+        if trainer_hook is not None:
+            trainer_hook(trainer)
+        timings = manifest.Timings()
+        with timings("fit"):
+            result = trainer.fit()
+        if semantic is not None:
+            result["semantic"] = semantic.describe
+            out.write_json(METRICS, result)
+        return Output(counts={"best_epoch": result["best_epoch"], "epochs_run": result["epochs_run"]},
+                      outputs=RUN_FILES, timings=timings, result=result)
+
+    # A run folder resumes its checkpoint only under the same fingerprint: a changed config starts afresh.
+    ctx = Context(cfg, art, force=force, progress=progress)
+    return step(ctx, art.cf_folder(name), part, inputs, work, label="train", resumable=True,
+                cached=lambda: out.read_json(METRICS))
+
+
+def load_trained(out: RunDir, tcfg: TrainConfig, data: CFData):
+    """The chosen (best-validation) model of a finished CF run (its folder `out`), in eval mode on CPU."""
+    from ..cf import checkpoint
+    from ..cf.models import build_model
+    from ..cf.trainer import BEST
+
+    model = build_model(tcfg.model, data.n_users, data.n_items, *data.train)
+    tensors = checkpoint.read_tensors(out, BEST)
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")},
+                          strict=False)
+    return model.eval()
+
+
+def run(ctx: Context) -> dict[str, dict]:
+    cfg = ctx.cfg
+    wanted = ctx.runs or cfg.train.run_names()
+    unknown = [n for n in wanted if n not in cfg.train.run_names()]
+    if unknown:
+        raise UsageError(f"unknown run(s) {', '.join(unknown)}; configured in train.runs: "
+                         f"{', '.join(cfg.train.run_names())}")
+    if _on_gpu_workers(ctx):
+        return _train_on_gpu_workers(ctx, wanted)
+    data = ctx.art.cf_data()
+    return {name: train_one(cfg, ctx.art, name, data=data, force=ctx.force, progress=ctx.progress)
+            for name in wanted}
+
+
+def _on_gpu_workers(ctx: Context) -> bool:
+    """`train.device: cuda` from a driver without a GPU (a cluster's CPU head, in a Ray job): each run becomes a
+    Ray task on a GPU worker instead of failing here."""
+    import torch
+
+    if ctx.cfg.train.device != "cuda" or torch.cuda.is_available():
+        return False
+    if not (ctx.cfg.ray.address or os.environ.get("RAY_ADDRESS")):
+        return False
+    return ctx.ray().cluster_resources().get("GPU", 0) >= 1
+
+
+def _train_on_gpu_workers(ctx: Context, names: list[str]) -> dict[str, dict]:
+    ray = ctx.ray()
+
+    @ray.remote(num_gpus=1, num_cpus=1)
+    def train_remote(cfg_json: str, art: Artifacts, name: str, force: bool) -> dict:
+        from hnl_ray.config import Config
+
+        return train_one(Config.model_validate_json(cfg_json), art, name, force=force, progress=False)
+
+    refs = [train_remote.remote(ctx.cfg.model_dump_json(), ctx.art, n, ctx.force) for n in names]
+    return dict(zip(names, ray.get(refs)))

@@ -1,0 +1,141 @@
+"""The stage contract: the registry drives the pipeline, the CLI and the report; a new stage is one module plus
+one registry line; the artifact catalogue works on any pyarrow filesystem; the CF core never reaches into the
+LLM side, the stages or the run directory's layout."""
+
+from __future__ import annotations
+
+import re
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from hnl_ray import stages
+from hnl_ray.artifacts import ITEM_PROFILES, Artifacts
+from hnl_ray.config import load_config
+from hnl_ray.pipeline import run_pipeline
+from hnl_ray.stages import Stage, run_stage
+from hnl_ray.storage import RunDir, ShardWriter, read_shards
+
+PKG = Path(__file__).parent.parent / "hnl_ray"
+
+TOY = '''
+"""A toy stage: counts the training interactions of the prepared data."""
+from hnl_ray.stages import Context, Output, step
+
+
+def run(ctx: Context) -> dict:
+    prep = ctx.art.need("prepared", "prepared data")
+
+    def work(fp):
+        return Output(counts={"interactions": ctx.art.table("train").num_rows})
+
+    return step(ctx, "toy", {"seed": ctx.cfg.seed}, {"prepared": prep["fingerprint"]}, work)
+'''
+
+
+@pytest.fixture
+def toy_stage(tmp_path, monkeypatch):
+    """One new module plus one registry line."""
+    (tmp_path / "toy_stage.py").write_text(textwrap.dedent(TOY))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    toy = Stage("toy", "toy_stage", "Count the training interactions.", ("prepared",), ("toy",), ("seed",))
+    monkeypatch.setattr(stages, "STAGES", (*stages.STAGES, toy))
+    yield toy
+    sys.modules.pop("toy_stage", None)
+
+
+def test_a_new_stage_is_one_module_and_one_registry_line(toy_stage, tmp_path):
+    cfg = load_config("configs/demo.yaml", ["data.n_users=40", "data.n_items=30"], run_dir=str(tmp_path / "run"))
+    res = run_pipeline(cfg, only="prepare")
+    first = run_pipeline(cfg, only="toy")["toy"]
+    assert first["interactions"] == res["prepare"]["interactions_per_split"]["train"]
+    assert run_stage("toy", cfg)["skipped"]  # the shared skeleton: fresh manifest, skipped
+    from hnl_ray.report import write_report
+
+    report = Path(write_report(cfg)).read_text()
+    assert re.search(r"\| toy \| interactions \d+ \|", report)  # the report's stage table comes from the registry
+    from typer.testing import CliRunner
+
+    from hnl_ray import cli
+
+    cli._stage_command(toy_stage)
+    out = CliRunner().invoke(cli.app, ["toy", "--help"])
+    assert out.exit_code == 0 and "Count the training interactions" in out.output
+
+
+def test_registry_order_is_the_pipeline_and_the_config():
+    from hnl_ray.config import Config
+
+    assert tuple(Config().pipeline.stages) == stages.NAMES == stages.names()
+    for s in stages.STAGES:  # every stage module exists and has run(ctx)
+        assert callable(getattr(__import__(s.module, fromlist=["run"]), "run")), s.module
+
+
+def _memory_run(name: str) -> RunDir:
+    from fsspec.implementations.memory import MemoryFileSystem
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    return RunDir(f"/{name}", fs=PyFileSystem(FSSpecHandler(MemoryFileSystem())))
+
+
+def test_rundir_and_artifacts_on_a_non_local_filesystem(tmp_path):
+    run = _memory_run("contract-run")
+    assert not run.is_local
+    run.write_json("a/b.json", {"x": 1})
+    assert run.read_json("a/b.json") == {"x": 1} and run.exists("a", "b.json") and run.list("a") == ["b.json"]
+    w = ShardWriter(run, ITEM_PROFILES, 2)
+    w.add([{"id": f"item:{k}", "item_idx": k, "status": "ok" if k else "failed", "summarization": f"p{k}"}
+           for k in range(5)])
+    w.close()
+    assert run.list(ITEM_PROFILES) == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert read_shards(run, ITEM_PROFILES).num_rows == 5
+    art = Artifacts(run)
+    assert art.item_profiles() == {1: "p1", 2: "p2", 3: "p3", 4: "p4"}  # failed profiles left out
+    vecs = np.arange(6, dtype=np.float32).reshape(3, 2)
+    art.write_item_vectors(pa.array([0, 1, 2]), vecs)
+    assert np.array_equal(art.item_vectors(), vecs)
+    sub = art.cf_run("x")
+    sub.write_text("log.jsonl", '{"epoch": 1, "loss": 0.5}\n')
+    assert art.cf_log("x") == [{"epoch": 1, "loss": 0.5}] and art.cf_names() == ["x"]
+    with pytest.raises(Exception, match="not a local run directory"):
+        run.local_path("a")
+
+
+def test_prepare_and_a_cf_run_on_a_non_local_filesystem(tmp_path):
+    """A whole stage through the catalogue on an fsspec memory filesystem: nothing assumes a local path."""
+    run = _memory_run("contract-cf")
+    cfg = load_config("configs/demo.yaml", ["data.n_users=40", "data.n_items=30", "train.optim.epochs=2",
+                                            "train.runs={mf: {model: {name: mf}}}"], run_dir="unused")
+    stats = run_stage("prepare", cfg, run)
+    assert stats["users"] > 0 and run_stage("prepare", cfg, run)["skipped"]
+    res = run_stage("train", cfg, run, progress=False)["mf"]
+    assert 0 <= res["test"][f"recall@{max(cfg.train.eval.ks)}"] <= 1
+    assert Artifacts(run).cf_metrics("mf")["best_epoch"] == res["best_epoch"]
+
+
+def _python_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def test_the_cf_core_imports_neither_the_llm_side_nor_the_stages():
+    for path in _python_files(PKG / "cf"):
+        text = path.read_text()
+        bad = re.findall(r"^\s*(?:from|import)\s+(?:hnl_ray\.|\.\.)(llm|stages|artifacts)\b", text, re.M)
+        assert not bad, f"{path} imports {bad}"
+
+
+ARTIFACT = re.compile(r"""["'](?:prepared|profiles/(?:items|users)|negatives|embeddings|teacher|finetune|hardneg|"""
+                      r"""cf|tune)/""")
+
+
+def test_no_artifact_path_outside_the_catalogue():
+    """Paths under the run directory are spelled in hnl_ray/artifacts.py only."""
+    for path in _python_files(PKG):
+        if path.name == "artifacts.py":
+            continue
+        hits = [line for line in path.read_text().splitlines() if ARTIFACT.search(line)]
+        assert not hits, f"{path}: {hits}"
