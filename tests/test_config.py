@@ -56,7 +56,7 @@ def test_extends_and_format_switch(tmp_path):
     (["filters.min_ratin=4"], "filters.min_ratin: unknown key; did you mean 'min_rating'?"),
     (["split.method=sideways"], "split.method: Input should be 'random', 'temporal', 'loo' or 'given'"),
     (["filters.k_core.user=-1"], "filters.k_core.user: Input should be greater than or equal to 0"),
-    (["split.ratios=[0.5,0.5,0.5]"], "split.ratios: Value error, ratios must be non-negative"),
+    (["split.ratios=[0.5,0.5,0.5]"], "split.ratios: ratios must be non-negative"),
     (["data.format=nope"], "data.format: Input tag 'nope'"),
     (["data.format=amazon"], "data.reviews: Field required"),
     (["data.format=amazon", "data.reviews=r", "data.bogus=1"], "data.bogus: unknown key"),

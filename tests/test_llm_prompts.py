@@ -74,3 +74,35 @@ def test_sample_pairs_caps_per_user_and_is_seeded():
     assert (a[0] == b[0]).all() and (a[1] == b[1]).all()
     assert np.bincount(a[0]).tolist() == [2] * 5
     assert len(sample_pairs(u, i, None, 1)[0]) == 35
+
+
+@pytest.mark.parametrize("body", ["{{ ''.__class__.__mro__ }}", "{{ title['__class__'] }}",
+                                  "{{ cycler.__init__.__globals__ }}", "{% set _x = 1 %}{{ _x }}"])
+def test_template_touching_internals_is_refused(tmp_path, body):
+    (tmp_path / "item_profile.txt").write_text(f"[system]\ns\n[user]\n{body}")
+    with pytest.raises(prompts.PromptTemplateError, match="may not use names starting with '_'"):
+        prompts.load("item_profile", "products", str(tmp_path))
+
+
+def test_template_sandbox_blocks_internals_reached_at_render_time(tmp_path):
+    # No private name in the template's syntax, yet str.format reaches one: the sandbox refuses it.
+    (tmp_path / "item_profile.txt").write_text("[system]\ns\n[user]\n{{ '{0.__class__}'.format(title) }}")
+    t = prompts.load("item_profile", "products", str(tmp_path))
+    with pytest.raises(prompts.PromptTemplateError, match="refused by the template sandbox"):
+        t.render(title="x")
+
+
+def test_template_includes_stay_in_their_folder(tmp_path):
+    (tmp_path / "secret.txt").write_text("TOP SECRET")
+    d = tmp_path / "prompts"
+    d.mkdir()
+    (d / "part.txt").write_text("inside {{ title }}")
+    (d / "item_profile.txt").write_text("[system]\ns\n[user]\n{% include 'part.txt' %}")
+    assert prompts.load("item_profile", "products", str(d)).render(title="x")[1] == "inside x"
+    (d / "user_profile.txt").write_text("[system]\ns\n[user]\n{% include '../secret.txt' %}")
+    with pytest.raises(prompts.PromptTemplateError, match="not found"):
+        prompts.load("user_profile", "products", str(d)).render()
+    (d / "link.txt").symlink_to(tmp_path / "secret.txt")
+    (d / "hard_negative.txt").write_text("[system]\ns\n[user]\n{% include 'link.txt' %}")
+    with pytest.raises(prompts.PromptTemplateError, match="leads outside"):
+        prompts.load("hard_negative", "products", str(d)).render()

@@ -238,7 +238,7 @@ def test_generic_parquet_and_missing_column(data_dir, tmp_path):
     import pyarrow.parquet as pq
 
     p = tmp_path / "x.parquet"
-    pq.write_table(pa.table({"u": [1, 2], "i": ["a", "b"], "r": [5, 3], "ts": [10, 20]}), p)
+    pq.write_table(pa.table({"u": [1, 2], "i": ["a", "b"], "r": [5, 3], "ts": [1_500_000_010, 1_500_000_020]}), p)
     src, _ = read(data_dir, ["data.format=table", f"data.interactions={p}",
                              "data.columns={user_id: u, item_id: i, rating: r, timestamp: ts}"])
     assert rows(src.interactions)[1]["user_id"] == "2" and rows(src.interactions)[1]["rating"] == 3.0

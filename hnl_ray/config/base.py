@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def check_name(v: str) -> str:
+    """A name that becomes a folder: letters, digits, '_', '-', '.', not starting with '.' (no `../`)."""
+    if not NAME_PATTERN.match(v):
+        raise ValueError(f"{v!r} is not a safe name: use letters, digits, '_', '-', '.' (first a letter or "
+                         "digit, at most 100), since it names a folder")
+    return v
+
+
+SafeName = Annotated[str, AfterValidator(check_name)]
 
 
 class Section(BaseModel):

@@ -7,9 +7,19 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import Section
+from .base import Section, check_name
 
 _METRIC = re.compile(r"^(recall|ndcg|precision|hit)@(\d+)$")
+
+
+def check_metric(v: str) -> str:
+    if not _METRIC.match(v) or int(_METRIC.match(v).group(2)) < 1:  # type: ignore[union-attr]
+        raise ValueError(f"{v!r}: a metric looks like recall@20, ndcg@20, precision@10 or hit@10 (K >= 1)")
+    return v
+
+
+def metric_k(v: str) -> int:
+    return int(_METRIC.match(v).group(2))  # type: ignore[union-attr]
 
 
 class ModelConfig(Section):
@@ -93,8 +103,13 @@ class EvalConfig(Section):
     @field_validator("metric")
     @classmethod
     def _metric(cls, v: str) -> str:
-        if not _METRIC.match(v):
-            raise ValueError("must look like recall@20, ndcg@20, precision@10 or hit@10")
+        return check_metric(v)
+
+    @field_validator("ks")
+    @classmethod
+    def _ks(cls, v: list[int]) -> list[int]:
+        if not v or any(k < 1 for k in v) or len(set(v)) != len(v):
+            raise ValueError(f"ks must be distinct cut-offs >= 1 (got {v})")
         return v
 
     @model_validator(mode="after")
@@ -123,8 +138,10 @@ class TrainConfig(Section):
     @model_validator(mode="after")
     def _runs_valid(self) -> "TrainConfig":
         for name in self.runs:
-            if not re.match(r"^[A-Za-z0-9_.-]+$", name):
-                raise ValueError(f"run name {name!r} may only use letters, digits, '_', '-', '.'")
+            try:
+                check_name(name)
+            except ValueError as exc:
+                raise ValueError(f"run name {exc}") from None
             self.resolve(name)
         return self
 

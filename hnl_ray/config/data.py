@@ -20,6 +20,25 @@ class _SourceCommon(Section):
     )
     keep_reviews: bool = Field(True, description="Keep review text (used by the profile prompts).")
     max_review_chars: int = Field(600, ge=0, description="Review text is cut to this many characters.")
+    timestamp_min: dt.date = Field(dt.date(1990, 1, 1), description="Interactions dated before this (UTC) are "
+                                   "bad lines (see `on_error`): a year 0001 or negative time is a broken record.")
+    timestamp_max: dt.date | None = Field(None, description="Interactions dated after this are bad lines; null: "
+                                                            "now + 1 day. Sources without real time (sequence "
+                                                            "positions) are not checked.")
+
+    @model_validator(mode="after")
+    def _time_range(self) -> "_SourceCommon":
+        if self.timestamp_max is not None and self.timestamp_max <= self.timestamp_min:
+            raise ValueError(f"timestamp_max ({self.timestamp_max}) must be after timestamp_min "
+                             f"({self.timestamp_min})")
+        return self
+
+    def time_range(self) -> tuple[int, int]:
+        """[first, last] epoch seconds a real timestamp may take."""
+        utc = dt.timezone.utc
+        hi = (dt.datetime.combine(self.timestamp_max, dt.time(), utc) if self.timestamp_max
+              else dt.datetime.now(utc) + dt.timedelta(days=1))
+        return int(dt.datetime.combine(self.timestamp_min, dt.time(), utc).timestamp()), int(hi.timestamp())
 
 
 class SyntheticSource(_SourceCommon):

@@ -25,6 +25,34 @@ class ConfigError(HnlRayError, ValueError):
     """A config that cannot be used; the message names the file and the dotted keys at fault."""
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last one silently)."""
+
+
+def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            first = seen.get(key)
+        except TypeError:  # an unhashable key: SafeLoader reports it below
+            continue
+        line = key_node.start_mark.line + 1
+        if first is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first given at line {first})", key_node.start_mark)
+        seen[key] = line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def safe_load(text: str) -> Any:
+    """Parse YAML text: the safe loader, duplicate keys refused."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def parse_set(expr: str) -> tuple[list[str], Any]:
     """`a.b.c=value` -> (["a", "b", "c"], value); the value is parsed as YAML (`3` -> 3, `[1,2]` -> list)."""
     if "=" not in expr:
@@ -34,8 +62,8 @@ def parse_set(expr: str) -> tuple[list[str], Any]:
     if not all(parts):
         raise ConfigError(f"--set {expr!r}: empty component in key {key!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
+        value = safe_load(raw) if raw.strip() else ""
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: a date like 2020-13-45
         raise ConfigError(f"--set {expr!r}: value is not valid YAML: {exc}") from None
     return parts, value
 
@@ -63,9 +91,11 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
+        raw = safe_load(text)
+    except (yaml.YAMLError, ValueError) as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the file is empty (or only comments); a config needs at least one key")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(raw).__name__}")
     parents = raw.pop("extends", None)
@@ -159,6 +189,9 @@ def _describe(err: dict, raw: dict) -> str:
         if kind == "union_tag_not_found":
             tags = sorted(typing.get_args(m)[0] for m in _FORMATS)
             return f"{key}: missing; say which reader to use: {', '.join(tags)}"
+    msg = err["msg"].removeprefix("Value error, ")
+    if key == "<root>" and kind == "value_error":
+        return msg  # a cross-section check: its message names the keys
     got = err.get("input")
-    shown = "" if isinstance(got, dict) or kind == "missing" else f" (got {got!r})"
-    return f"{key}: {err['msg']}{shown}"
+    shown = "" if isinstance(got, dict) or kind == "missing" or repr(got) in msg else f" (got {got!r})"
+    return f"{key}: {msg}{shown}"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError, model_validator
 
 from ..stages import NAMES as STAGES
-from .base import Section
-from .cf import TrainConfig
+from .base import SafeName, Section
+from .cf import TrainConfig, metric_k
 from .hnlmrec import FinetuneConfig, HardnegConfig, TeacherConfig
 from .llm import EmbedConfig, LLMConfig, NegativesConfig, ProfilesConfig
 from .tune import TuneConfig
@@ -29,7 +29,7 @@ class PipelineConfig(Section):
 
 
 class Config(Section):
-    name: str = Field("demo", description="Run name; used in the default run directory.")
+    name: SafeName = Field("demo", description="Run name; used in the default run directory.")
     run_dir: str = Field("runs/{name}", description="Where artifacts go: a local path or a pyarrow filesystem URI "
                                                     "(s3://, gs://). `{name}` is replaced by `name`.")
     seed: int = Field(2025, description="Global seed (splits, samplers, generation).")
@@ -52,6 +52,32 @@ class Config(Section):
                                                                              "inference.")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="What `hnl-ray run` runs.")
     tune: TuneConfig = Field(default_factory=TuneConfig, description="Ray Tune sweeps (`hnl-ray tune`).")
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Config":
+        """Keys that hold pieces of other sections are checked against them when the config loads, not hours
+        later when their stage starts."""
+        from .loader import deep_merge
+
+        base = self.train.model_dump(exclude={"runs"})
+        try:
+            TrainConfig.model_validate(deep_merge(base, self.teacher.train))
+        except ValidationError as exc:
+            e = exc.errors()[0]
+            raise ValueError(f"teacher.train.{'.'.join(map(str, e['loc']))}: {e['msg']} (teacher.train holds "
+                             "overrides of `train`)") from None
+        tune_train = self.train.for_run(self.tune.base_run) if self.tune.base_run in self.train.runs else self.train
+        k = metric_k(self.tune.metric)
+        if self.tune.space and k not in tune_train.eval.ks:
+            raise ValueError(f"tune.metric {self.tune.metric} needs K={k} in train.eval.ks {tune_train.eval.ks}")
+        if self.tune.space:
+            from ..tune import SweepSpaceError, check_space
+
+            try:
+                check_space(self)
+            except SweepSpaceError as exc:
+                raise ValueError(str(exc)) from None
+        return self
 
     def resolved_run_dir(self) -> str:
         return self.run_dir.replace("{name}", self.name)

@@ -6,13 +6,14 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from .base import Section
+from .base import SafeName, Section
+from .cf import check_metric
 
 DOMAINS = ("grid", "choice", "uniform", "loguniform", "randint")
 
 
 class TuneConfig(Section):
-    name: str = Field("sweep", description="Sweep name: results go to <run-dir>/tune/<name>/.")
+    name: SafeName = Field("sweep", description="Sweep name: results go to <run-dir>/tune/<name>/.")
     base_run: str | None = Field(None, description="A named run of train.runs whose settings trials start from "
                                                    "(null: the `train` settings).")
     metric: str = Field("ndcg@20", description="Validation metric the scheduler and the choice of the best "
@@ -30,6 +31,11 @@ class TuneConfig(Section):
         description="Dotted keys under `train` -> one domain: {grid: [...]}, {choice: [...]}, {uniform: [lo, hi]}, "
                     "{loguniform: [lo, hi]} or {randint: [lo, hi]}. E.g. `sampler.semantic.alpha: {grid: [0, "
                     "0.01, 0.1]}`.")
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str) -> str:
+        return check_metric(v)
 
     @field_validator("space")
     @classmethod

@@ -51,7 +51,7 @@ def build(cfg: Config, timings: manifest.Timings) -> tuple[dict[str, pa.Table], 
     errors = LineErrors(cfg.data.on_error)
     pre = RatingDatePrefilter(cfg.filters)
     ctx = ReadContext(errors=errors, keep_reviews=cfg.data.keep_reviews, max_review_chars=cfg.data.max_review_chars,
-                      prefilter=pre if pre.active else None)
+                      prefilter=pre if pre.active else None, time_range=cfg.data.time_range())
     with timings("read"):
         src = read_source(cfg.data, ctx, cfg.seed)
     _check_feasible(cfg, src)

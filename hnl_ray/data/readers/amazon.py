@@ -43,8 +43,9 @@ def read(src: AmazonSource, ctx: ReadContext) -> SourceData:
         except (TypeError, ValueError) as exc:
             ctx.errors.bad(path, n, f"bad rating or timestamp: {exc}")
             continue
-        b.append(user_id=str(r["user_id"] if modern else r["reviewerID"]), item_id=str(item), rating=rating,
-                 timestamp=ts, review=review)
+        user = str(r["user_id"] if modern else r["reviewerID"])
+        if ctx.record_ok(path, n, user, item, ts):
+            b.append(user_id=user, item_id=str(item), rating=rating, timestamp=ts, review=review)
     inter = b.table()
     files = [path]
     items = None

@@ -11,18 +11,78 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import DataError, LineErrors
 from ..textio import iter_lines
 
 
+def default_time_range() -> tuple[int, int]:
+    from ...config.data import SyntheticSource
+
+    return SyntheticSource().time_range()
+
+
 @dataclass
 class ReadContext:
+    """What every reader shares: the on_error policy, review options, the filter pushdown and the record checks
+    (ids not empty, real timestamps inside `time_range`), applied here once for every format."""
+
     errors: LineErrors
     keep_reviews: bool = True
     max_review_chars: int = 600
     prefilter: Callable[[pa.Table], pa.Table] | None = None  # applied to each interaction batch as it is read
+    time_range: tuple[int, int] | None = None  # [first, last] epoch seconds; None: the config defaults
+
+    def __post_init__(self) -> None:
+        if self.time_range is None:
+            self.time_range = default_time_range()
+
+    def _time_error(self, ts: int) -> str:
+        lo, hi = self.time_range
+        when = dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat() if -62e9 < ts < 253e9 else "?"
+        return (f"timestamp {ts} ({when}) is outside {_day(lo)} .. {_day(hi)} "
+                "(data.timestamp_min / data.timestamp_max)")
+
+    def record_ok(self, path: str, line: int, user: Any, item: Any, ts: Any = None, real_time: bool = True) -> bool:
+        """Check one record; a bad one raises (on_error: raise) or is counted and must be skipped (False)."""
+        for what, v in (("user", user), ("item", item)):
+            if v is None or not str(v).strip():
+                self.errors.bad(path, line, f"empty {what} id")
+                return False
+        if real_time and ts is not None and not (self.time_range[0] <= ts <= self.time_range[1]):
+            self.errors.bad(path, line, self._time_error(int(ts)))
+            return False
+        return True
+
+    def check_table(self, path: str, table: pa.Table, line_of: Callable[[int], int], user: str = "user_id",
+                    item: str = "item_id", ts: str | None = "timestamp") -> pa.Table:
+        """The same checks, vectorised, for readers that parse a whole table at once; `line_of(row)` gives the
+        file line of a row for the message."""
+        bad = np.zeros(table.num_rows, dtype=bool)
+        why: dict[int, str] = {}
+        for what, col in (("user", user), ("item", item)):
+            v = pc.cast(table[col], pa.string())
+            empty = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(v)), 0), True)
+            mask = np.asarray(empty.combine_chunks().to_numpy(zero_copy_only=False), dtype=bool)
+            for r in np.flatnonzero(mask & ~bad):
+                why[int(r)] = f"empty {what} id"
+            bad |= mask
+        if ts is not None and ts in table.column_names:
+            t = table[ts].combine_chunks()
+            out = pc.fill_null(pc.or_(pc.less(t, self.time_range[0]), pc.greater(t, self.time_range[1])), False)
+            mask = np.asarray(out.to_numpy(zero_copy_only=False), dtype=bool)
+            values = t.to_numpy(zero_copy_only=False)
+            for r in np.flatnonzero(mask & ~bad):
+                why[int(r)] = self._time_error(int(values[r]))
+            bad |= mask
+        if not bad.any():
+            return table
+        for r in sorted(why):
+            self.errors.bad(path, line_of(r), why[r])
+        return table.filter(pa.array(~bad))
 
     def review(self, *parts: Any) -> str | None:
         if not self.keep_reviews:
@@ -59,7 +119,7 @@ def iter_json_lines(path: str, errors: LineErrors, literal_fallback: bool = Fals
     """Yield (line number, object) for each JSON line. With `literal_fallback`, lines that are Python literals
     (the Amazon 2014 metadata quirk: single quotes, True/None) are parsed with `ast.literal_eval`.
     `keep_line` can reject a raw line cheaply before it is parsed."""
-    for n, line in iter_lines(path):
+    for n, line in iter_lines(path, on_bad=errors):
         if not line.strip() or (keep_line is not None and not keep_line(line)):
             continue
         try:
@@ -77,6 +137,10 @@ def iter_json_lines(path: str, errors: LineErrors, literal_fallback: bool = Fals
             errors.bad(path, n, f"expected a JSON object, got {type(obj).__name__}")
             continue
         yield n, obj
+
+
+def _day(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).date().isoformat()
 
 
 def missing_fields(obj: dict, required: tuple[str, ...]) -> list[str]:
@@ -103,17 +167,26 @@ def require_file(path: str, what: str) -> str:
 
 
 def read_delimited(path: str, errors: LineErrors, *, delimiter: str = ",", names: list[str] | None = None,
-                   types: dict[str, pa.DataType] | None = None, encoding: str = "utf8") -> pa.Table:
-    """Read a CSV/TSV with pyarrow (fast, gzip by extension), every column as text first, then convert the typed
-    columns so that a bad value is reported with its file and line number (pyarrow alone does not say where)."""
+                   types: dict[str, pa.DataType] | None = None, encoding: str = "utf8",
+                   check: Callable[[pa.Table, Callable[[int], int]], pa.Table] | None = None) -> pa.Table:
+    """Read a CSV/TSV with pyarrow (fast; gzip by content, whatever the name), every column as text first, then
+    convert the typed columns so that a bad value is reported with its file and line number (pyarrow alone does
+    not say where). `check(table, line_of)` validates the rows with their line numbers (ReadContext.check_table).
+    """
     import bisect
 
-    import pyarrow.compute as pc
     import pyarrow.csv as pcsv
 
-    from ..textio import check_readable
+    from ..textio import check_readable, first_undecodable_line, is_gzip
 
     check_readable(path)
+    source: Any = pa.input_stream(path, compression="gzip") if is_gzip(path) else pa.input_stream(path)
+
+    def undecodable(exc: Exception) -> DataError:
+        bad = first_undecodable_line(path, "utf-8" if encoding.replace("-", "") == "utf8" else encoding)
+        if bad is None:
+            return DataError(f"cannot parse as delimited text: {exc}", path)
+        return DataError(f"{bad[1]}; re-encode the file as UTF-8", path, bad[0])
     skipped_lines: list[int] = []
 
     raised: list[DataError] = []
@@ -133,18 +206,25 @@ def read_delimited(path: str, errors: LineErrors, *, delimiter: str = ",", names
                                  block_size=1 << 24)
     try:
         table = pcsv.read_csv(
-            path, read_options=read_opts,
+            source, read_options=read_opts,
             parse_options=pcsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid,
                                              newlines_in_values=False),
             convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in (names or [])} or None,
                                                 strings_can_be_null=False, auto_dict_encode=False),
         )
-    except pa.ArrowInvalid as exc:
+    except (pa.ArrowInvalid, OSError, EOFError, UnicodeDecodeError) as exc:
         if raised:
             raise raised[0] from None
+        if isinstance(exc, UnicodeDecodeError) or "UTF8" in str(exc) or "UTF-8" in str(exc):
+            raise undecodable(exc) from None
+        if is_gzip(path) and not isinstance(exc, pa.ArrowInvalid) or "gzip" in str(exc).lower():
+            raise DataError(f"gzip data is truncated or corrupt ({exc}); re-download the file", path) from None
         raise DataError(f"cannot parse as delimited text: {exc}", path) from None
     if not names:  # header given: make every column text so the typed conversion below reports lines
-        table = table.cast(pa.schema([(f.name, pa.string()) for f in table.schema]))
+        try:
+            table = table.cast(pa.schema([(f.name, pa.string()) for f in table.schema]))
+        except pa.ArrowInvalid as exc:
+            raise undecodable(exc) from None
 
     def line_of(row_idx: int) -> int:
         # Physical line = header + rows before it + malformed lines skipped before it (a small fixed point).
@@ -179,5 +259,8 @@ def read_delimited(path: str, errors: LineErrors, *, delimiter: str = ",", names
                 keep = mask if keep is None else [a and b for a, b in zip(keep, mask)]
         table = table.set_column(table.schema.get_field_index(col), col, converted)
     if keep is not None:
+        kept = np.flatnonzero(keep)
         table = table.filter(pa.array(keep))
-    return table
+        inner = line_of
+        line_of = lambda row: inner(int(kept[row]))  # noqa: E731 - rows renumbered by the filter
+    return check(table, line_of) if check is not None else table

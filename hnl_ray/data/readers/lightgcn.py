@@ -20,7 +20,7 @@ def _id_list(path: str, ctx: ReadContext) -> np.ndarray | None:
     if not os.path.exists(path):
         return None
     remap, org = [], []
-    for n, line in iter_lines(path):
+    for n, line in iter_lines(path, on_bad=ctx.errors):
         parts = line.split()
         if n == 1 and parts[:2] == ["org_id", "remap_id"] or not parts:
             continue
@@ -36,7 +36,7 @@ def _id_list(path: str, ctx: ReadContext) -> np.ndarray | None:
 
 def _adjacency(path: str, ctx: ReadContext) -> tuple[np.ndarray, np.ndarray]:
     users, items = [], []
-    for n, line in iter_lines(path):
+    for n, line in iter_lines(path, on_bad=ctx.errors):
         parts = line.split()
         if not parts:
             continue
@@ -73,6 +73,8 @@ def read(src: LightGCNSource, ctx: ReadContext) -> SourceData:
     for split, path in (("train", train_path), ("test", test_path)):
         u, i = _adjacency(path, ctx)
         n = len(u)
+        if n == 0:
+            raise DataError(f"no interactions in the {split} file (data.{split})", path)
         parts.append(pa.table({
             "user_id": _raw(u, unames, ulist), "item_id": _raw(i, inames, ilist),
             "rating": pa.nulls(n, pa.float32()), "timestamp": pa.nulls(n, pa.int64()),

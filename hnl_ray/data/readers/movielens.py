@@ -46,7 +46,8 @@ def _canonical(user, item, rating, ts, ctx: ReadContext) -> pa.Table:
 def _read_100k(folder: str, ctx: ReadContext) -> SourceData:
     path = os.path.join(folder, "u.data")
     t = read_delimited(path, ctx.errors, delimiter="\t", names=["user", "item", "rating", "ts"],
-                       types={"user": pa.int64(), "item": pa.int64(), "rating": pa.float32(), "ts": pa.int64()})
+                       types={"user": pa.int64(), "item": pa.int64(), "rating": pa.float32(), "ts": pa.int64()},
+                       check=lambda t, line_of: ctx.check_table(path, t, line_of, "user", "item", "ts"))
     inter = _canonical(t["user"], t["item"], t["rating"], t["ts"], ctx)
     files, items = [path], None
     ipath = os.path.join(folder, "u.item")
@@ -78,14 +79,17 @@ def _read_1m(folder: str, ctx: ReadContext) -> SourceData:
     for n, line in iter_lines(path, encoding="latin-1"):
         if not line.strip():
             continue
-        parts = line.split("::")
+        parts = [p.strip() for p in line.split("::")]
         if len(parts) != 4:
             ctx.errors.bad(path, n, f"expected 4 '::'-separated fields, found {len(parts)}")
             continue
         try:
-            b.append(user_id=parts[0], item_id=parts[1], rating=float(parts[2]), timestamp=int(parts[3]))
+            rating, ts = float(parts[2]), int(parts[3])
         except ValueError as exc:
             ctx.errors.bad(path, n, f"bad rating or timestamp: {exc}")
+            continue
+        if ctx.record_ok(path, n, parts[0], parts[1], ts):
+            b.append(user_id=parts[0], item_id=parts[1], rating=rating, timestamp=ts)
     files, items, users = [path], None, None
     mpath = os.path.join(folder, "movies.dat")
     if os.path.exists(mpath):
@@ -119,7 +123,8 @@ def _read_1m(folder: str, ctx: ReadContext) -> SourceData:
 def _read_latest(folder: str, ctx: ReadContext) -> SourceData:
     path = os.path.join(folder, "ratings.csv")
     t = read_delimited(path, ctx.errors, types={"userId": pa.int64(), "movieId": pa.int64(),
-                                                 "rating": pa.float32(), "timestamp": pa.int64()})
+                                                 "rating": pa.float32(), "timestamp": pa.int64()},
+                       check=lambda t, line_of: ctx.check_table(path, t, line_of, "userId", "movieId"))
     inter = _canonical(t["userId"], t["movieId"], t["rating"], t["timestamp"], ctx)
     files, items = [path], None
     mpath = os.path.join(folder, "movies.csv")

@@ -19,7 +19,7 @@ def read(src: P5Source, ctx: ReadContext) -> SourceData:
     users: list[str] = []
     items: list[str] = []
     pos: list[np.ndarray] = []
-    for n, line in iter_lines(path):
+    for n, line in iter_lines(path, on_bad=ctx.errors):
         parts = line.split()
         if not parts:
             continue
@@ -41,7 +41,7 @@ def read(src: P5Source, ctx: ReadContext) -> SourceData:
         tpath = resolve(src.path, src.item_text)
         if os.path.exists(tpath):
             b = TableBuilder(ITEMS)
-            for n, line in iter_lines(tpath):
+            for n, line in iter_lines(tpath, on_bad=ctx.errors):
                 if not line.strip():
                     continue
                 item, _, text = line.strip().partition(" ")

@@ -34,7 +34,7 @@ def _index(path: str, ctx: ReadContext) -> dict[str, str] | None:
     if not os.path.exists(path):
         return None
     out = {}
-    for n, line in iter_lines(path):
+    for n, line in iter_lines(path, on_bad=ctx.errors):
         parts = line.split("\t")
         if len(parts) != 2:
             if line.strip():
@@ -47,7 +47,7 @@ def _index(path: str, ctx: ReadContext) -> dict[str, str] | None:
 def _read_inter(path: str, ctx: ReadContext) -> tuple[list[tuple[int, list[str]]], dict[str, int]]:
     """(rows as (line number, fields), header name -> column)."""
     rows, cols = [], None
-    for n, line in iter_lines(path):
+    for n, line in iter_lines(path, on_bad=ctx.errors):
         if cols is None:
             cols = _header(path, line)
             continue
@@ -101,7 +101,7 @@ def read(src: RecBoleSource, ctx: ReadContext) -> SourceData:
                 u = raw(f[cols["user_id"]].strip(), uidx, path, n, "user")
                 seq = [raw(x, iidx, path, n, "item") for x in f[cols["item_id_list"]].split()]
                 seq.append(raw(f[cols["item_id"]].strip(), iidx, path, n, "item"))
-                if u is None or None in seq:
+                if u is None or None in seq or not all(ctx.record_ok(path, n, u, x) for x in seq):
                     continue
                 cur = full.get(u)
                 if cur is not None and (seq[: len(cur)] != cur if len(seq) > len(cur) else cur[: len(seq)] != seq):
@@ -131,7 +131,8 @@ def read(src: RecBoleSource, ctx: ReadContext) -> SourceData:
                 except ValueError as exc:
                     ctx.errors.bad(path, n, f"bad rating or timestamp: {exc}")
                     continue
-                b.append(user_id=ru, item_id=ri, rating=rating, timestamp=ts, split=split or None)
+                if ctx.record_ok(path, n, ru, ri, ts):
+                    b.append(user_id=ru, item_id=ri, rating=rating, timestamp=ts, split=split or None)
     inter = b.table()
     items = _read_items(base, ctx, files)
     return SourceData(interactions=inter, items=items, files=files,
@@ -150,7 +151,7 @@ def _read_items(base: str, ctx: ReadContext, files: list[str]) -> pa.Table | Non
     files.append(path)
     b = TableBuilder(ITEMS)
     cols: dict[str, tuple[int, str]] | None = None
-    for n, line in iter_lines(path):
+    for n, line in iter_lines(path, on_bad=ctx.errors):
         if cols is None:
             cols = {}
             for idx, field in enumerate(line.split("\t")):

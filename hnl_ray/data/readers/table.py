@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -13,7 +15,10 @@ from ..textio import check_readable
 from .common import ReadContext, read_delimited
 
 
-def _load(path: str, src: TableSource, ctx: ReadContext, types: dict[str, pa.DataType]) -> pa.Table:
+def _load(path: str, src: TableSource, ctx: ReadContext, types: dict[str, pa.DataType],
+          check: Callable[[pa.Table, Callable[[int], int]], pa.Table] | None = None) -> pa.Table:
+    """The file as a table; `check(table, line_of)` builds and validates the rows knowing their lines (Parquet:
+    row numbers)."""
     check_readable(path)
     if path.endswith(".parquet") or path.endswith(".pq"):
         try:
@@ -27,9 +32,9 @@ def _load(path: str, src: TableSource, ctx: ReadContext, types: dict[str, pa.Dat
                 t = t.set_column(t.schema.get_field_index(col), col, pc.cast(t[col], typ))
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise DataError(f"column {col!r} cannot be read as {typ}: {exc}", path) from None
-        return t
+        return check(t, lambda row: row + 1) if check is not None else t
     delim = "\t" if path.endswith((".tsv", ".tsv.gz")) and src.delimiter == "," else src.delimiter
-    return read_delimited(path, ctx.errors, delimiter=delim, types=types)
+    return read_delimited(path, ctx.errors, delimiter=delim, types=types, check=check)
 
 
 def _timestamps(col: pa.ChunkedArray, unit: str, path: str) -> pa.ChunkedArray:
@@ -49,20 +54,24 @@ def read(src: TableSource, ctx: ReadContext) -> SourceData:
         types[c.rating] = pa.float32()
     if c.timestamp and src.timestamp_unit != "iso":
         types[c.timestamp] = pa.int64()
-    t = _load(src.interactions, src, ctx, types)
-    for key, col in (("columns.timestamp", c.timestamp), ("columns.review", c.review)):
-        if col and col not in t.column_names:
-            raise DataError(f"column {col!r} (data.{key}) not found (columns: {', '.join(t.column_names)})",
-                            src.interactions)
-    n = t.num_rows
-    inter = pa.table({
-        "user_id": pc.cast(t[c.user_id], pa.string()), "item_id": pc.cast(t[c.item_id], pa.string()),
-        "rating": t[c.rating] if c.rating else pa.nulls(n, pa.float32()),
-        "timestamp": _timestamps(t[c.timestamp], src.timestamp_unit, src.interactions) if c.timestamp
-        else pa.nulls(n, pa.int64()),
-        "review": pc.cast(t[c.review], pa.string()) if c.review else pa.nulls(n, pa.string()),
-        "split": pa.nulls(n, pa.string()),
-    }, schema=INTERACTIONS)
+
+    def canonical(t: pa.Table, line_of: Callable[[int], int]) -> pa.Table:
+        for key, col in (("columns.timestamp", c.timestamp), ("columns.review", c.review)):
+            if col and col not in t.column_names:
+                raise DataError(f"column {col!r} (data.{key}) not found (columns: {', '.join(t.column_names)})",
+                                src.interactions)
+        n = t.num_rows
+        inter = pa.table({
+            "user_id": pc.cast(t[c.user_id], pa.string()), "item_id": pc.cast(t[c.item_id], pa.string()),
+            "rating": t[c.rating] if c.rating else pa.nulls(n, pa.float32()),
+            "timestamp": _timestamps(t[c.timestamp], src.timestamp_unit, src.interactions) if c.timestamp
+            else pa.nulls(n, pa.int64()),
+            "review": pc.cast(t[c.review], pa.string()) if c.review else pa.nulls(n, pa.string()),
+            "split": pa.nulls(n, pa.string()),
+        }, schema=INTERACTIONS)
+        return ctx.check_table(src.interactions, inter, line_of)
+
+    inter = _load(src.interactions, src, ctx, types, check=canonical)
     if ctx.prefilter:
         inter = ctx.prefilter(inter)
     files, items = [src.interactions], None

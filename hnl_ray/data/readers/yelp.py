@@ -27,8 +27,9 @@ def read(src: YelpSource, ctx: ReadContext) -> SourceData:
         except (TypeError, ValueError) as exc:
             ctx.errors.bad(path, n, f"bad stars or date: {exc}")
             continue
-        b.append(user_id=str(r["user_id"]), item_id=str(r["business_id"]), rating=stars, timestamp=ts,
-                 review=ctx.review(r.get("text")))
+        if ctx.record_ok(path, n, r["user_id"], r["business_id"], ts):
+            b.append(user_id=str(r["user_id"]), item_id=str(r["business_id"]), rating=stars, timestamp=ts,
+                     review=ctx.review(r.get("text")))
     inter = b.table()
     files, items = [path], None
     if src.business:
