@@ -107,7 +107,8 @@ def analyse(bench: BenchConfig, run: RunDir, records: dict[str, dict], text: np.
             "kind": rec["kind"], "setting": rec["setting"], "seeds": len(seeds), "commit": rec.get("commit"),
             "valid": {m: stats.mean_sd([s["valid"][m] for s in seeds]) for m in metrics},
             "test": {m: stats.mean_sd([s["test"][m] for s in seeds]) for m in metrics},
-            "sweep": [{k: v for k, v in p.items()} for p in (rec["sweep"] or {}).get("points", [])],
+            "sweep": [{k: (None if isinstance(v, float) and v != v else v) for k, v in p.items()}  # NaN: failed
+                      for p in (rec["sweep"] or {}).get("points", [])],
             "note": rec.get("note", ""), "config": rec["config"],
         }
         users[name] = per_user(run, rec, metrics)

@@ -91,9 +91,13 @@ def markdown(bench: BenchConfig, res: dict, command: str, progress: dict, plot_n
             for p in pts:
                 label = ", ".join(f"{k.split('.')[-1]} {v}" for k, v in p.items() if k not in ("best_valid",
                                                                                               "epochs"))
-                text = f"{label}: {p['best_valid']:.4f}"
+                ok = p["best_valid"] is not None
+                text = f"{label}: {p['best_valid']:.4f}" if ok else f"{label}: trial failed"
                 cells.append(f"**{text}**" if all(p.get(k) == v for k, v in chosen.items()) else text)
-            out.append(f"* {n}: " + "; ".join(cells))
+            bad = sum(1 for p in pts if p["best_valid"] is None)
+            out.append(f"* {n}: " + "; ".join(cells) + (
+                f" — **{bad} of {len(pts)} grid points failed: its budget is smaller than the others'**" if bad
+                else ""))
     out += ["", f"Test {m} by group (pair-level for items: 1/log2(rank+2) in the top {m.split('@')[1]}; "
                 "user groups: training interactions):", ""]
     labels_i = list(dict.fromkeys(lab for r in res["rows"].values() for lab in r["groups"]["items"]))

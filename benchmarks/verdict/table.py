@@ -87,6 +87,10 @@ def sweep(cfg: Config, bench: BenchConfig, name: str, row: RowConfig, run: RunDi
     points = [{**{k: _parse(r[k]) for k in row.grid}, "best_valid": float(r["best_valid"]),
                "epochs": int(r["epochs"])}
               for r in csv.DictReader(io.StringIO(run.read_text(f"tune/{c.tune.name}/results.csv")))]
+    failed = [p for p in points if not p["best_valid"] == p["best_valid"]]  # NaN: the trial errored
+    if failed:  # an incomplete grid is not an equal budget: nothing is chosen until every point has run
+        raise RuntimeError(f"sweep of row {name}: {len(failed)} of {len(points)} trials failed (see "
+                           f"{run.path('tune', c.tune.name)}); run the table again: Tune retries errored trials")
     out = {"fingerprint": fp, "tune_name": c.tune.name, "metric": bench.metric, "chosen": res["params"],
            "chosen_valid": res["best_valid"], "points": points, "seconds": time.perf_counter() - t0}
     run.write_json(f"{folder}/sweep.json", out)
