@@ -11,7 +11,9 @@ work unchanged inside Ray actors and workers: hand them the `Artifacts` (it pick
     <run-dir>/embeddings/      items.parquet, negatives.parquet: text vectors, grounding   (embed)
     <run-dir>/teacher/         pairs.parquet, embeddings.safetensors                       (teacher)
     <run-dir>/finetune/        adapter.safetensors, metrics.json, log.jsonl, ray/          (finetune)
-    <run-dir>/hardneg/         part-*.parquet: HNLMRec hard-negative vectors               (hardneg)
+    <run-dir>/hardneg/         part-*.parquet: HNLMRec pair vectors (+ neighbours),       (hardneg)
+                               items.parquet: the catalogue in the fine-tuned model's space
+    <run-dir>/hardneg-base/    the same from the model before fine-tuning (`base` control) (hardneg)
     <run-dir>/cf/<run>/        one CF run (see cf/trainer.py for its files)                (train, teacher)
     <run-dir>/tune/<sweep>/    a Ray Tune sweep                                            (tune)
     <run-dir>/report.md, report/                                                           (report)
@@ -47,6 +49,7 @@ EMBEDDINGS = "embeddings"
 TEACHER = "teacher"
 FINETUNE = "finetune"
 HARDNEG = "hardneg"
+HARDNEG_BASE = "hardneg-base"
 CF = "cf"
 TUNE = "tune"
 REPORT = "report"
@@ -60,7 +63,8 @@ FINETUNE_FILES = ["adapter.safetensors", "metrics.json", "log.jsonl"]
 
 # Which stage makes each folder: for the "run `hnl-ray X` first" messages.
 MADE_BY = {PREPARED: "prepare", ITEM_PROFILES: "profiles", USER_PROFILES: "profiles", NEGATIVES: "negatives",
-           EMBEDDINGS: "embed", TEACHER: "teacher", FINETUNE: "finetune", HARDNEG: "hardneg"}
+           EMBEDDINGS: "embed", TEACHER: "teacher", FINETUNE: "finetune", HARDNEG: "hardneg",
+           HARDNEG_BASE: "hardneg"}
 
 
 class Artifacts:
@@ -261,10 +265,23 @@ class Artifacts:
         return self.run.read_parquet(f"{CF}/{name}/ranks_{split}.parquet")
 
     # -- hardneg ------------------------------------------------------------------------------------------------
-    def hardneg_vectors(self, columns: list[str] | None = None) -> pa.Table | None:
-        """HNLMRec's (id, user_idx, item_idx, vector) rows, vectors float16; None before the stage ran."""
-        t = self.shards(HARDNEG, columns=columns)
-        return None if t is None or self.manifest(HARDNEG) is None else t
+    def hardneg_vectors(self, columns: list[str] | None = None, folder: str = HARDNEG) -> pa.Table | None:
+        """HNLMRec's (id, user_idx, item_idx, vector[, neighbours]) rows, vectors float16; None before the stage
+        ran. `folder`: HARDNEG, or HARDNEG_BASE (the model before fine-tuning)."""
+        t = self.shards(folder, columns=columns)
+        return None if t is None or self.manifest(folder) is None else t
+
+    def hardneg_items(self, folder: str = HARDNEG) -> pa.Table | None:
+        """(item_idx, vector): the catalogue encoded by the model of `folder`; None when absent."""
+        if not self.run.exists(folder, "items.parquet"):
+            return None
+        return self.run.read_parquet(f"{folder}/items.parquet")
+
+    def item_vector_table(self) -> pa.Table | None:
+        """(item_idx, vector) of the embed stage's catalogue; None before the stage ran."""
+        if not self.run.exists(EMBEDDINGS, "items.parquet") or self.manifest(EMBEDDINGS) is None:
+            return None
+        return self.run.read_parquet(f"{EMBEDDINGS}/items.parquet")
 
     # -- tune and report ----------------------------------------------------------------------------------------
     def tune_folder(self, name: str) -> str:

@@ -224,7 +224,7 @@ def _summary(stage: str, res: dict, seconds: float) -> None:
                               and res.get("users", {}).get("skipped")):
         console.print(f"[green]✓[/] {stage}: up to date ({seconds:.1f} s)")
         return
-    keys = ("users", "items", "rows", "pairs", "pairs_with_negative", "steps", "negatives", "report")
+    keys = ("users", "items", "rows", "pairs", "pairs_with_target", "targets", "steps", "negatives", "report")
     brief = {k: v for k, v in res.items() if k in keys and not isinstance(v, dict)}
     console.print(f"[green]✓[/] {stage}: done in {seconds:.1f} s {json.dumps(brief, default=str)[:200]}")
 

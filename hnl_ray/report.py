@@ -135,7 +135,9 @@ def _stage_rows(art: Artifacts) -> list[list[str]]:
                 what += f", {tr['tokens_per_s']} tok/s"
         else:
             what = ", ".join(f"{k} {v}" for k, v in c.items() if isinstance(v, (int, float)))[:160]
-            fails = str(c.get("pairs_dropped_by_guard", "-"))
+            # the teacher: pairs left without a target (every item a positive or over the rho bound)
+            fails = (str(c["pairs_sampled"] - c["pairs_with_target"]) if "pairs_with_target" in c
+                     else str(c.get("pairs_dropped_by_guard", "-")))
         secs = sum(v for v in m.get("timings_s", {}).values() if isinstance(v, (int, float)))
         rows.append([label, what, fails, f"{secs:.1f}"])
     return rows

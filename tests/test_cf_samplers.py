@@ -153,3 +153,120 @@ def test_mixgcf_sampler_matches_the_reference_mixing():
     c_l = torch.stack([t[cand] for t in emb.item_layers], 3)
     expect = model.pool(mix_hops(u_l, p_l, c_l, alpha))
     assert torch.allclose(negs.emb, expect, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ AHNS, hnlmrec
+
+
+def test_ahns_picks_the_candidate_nearest_its_target_hardness():
+    from hnl_ray.cf.samplers import ahns_pick, ahns_target
+
+    # p = -2, alpha = 1, beta = 0.1: target = 0.1 / (s_pos + 1)
+    s_pos = torch.tensor([1.0, 0.0, 3.0])  # targets 0.05, 0.1, 0.025
+    s_cand = torch.tensor([[0.9, 0.06, -0.3, 0.2],   # nearest 0.05: 0.06 (index 1), not the hardest (0.9)
+                           [0.5, 0.3, 0.11, 0.0],    # nearest 0.1: 0.11 (index 2)
+                           [0.02, 0.5, 1.0, -0.1]])  # nearest 0.025: 0.02 (index 0)
+    assert torch.allclose(ahns_target(s_pos, 1.0, 0.1, -2.0), torch.tensor([0.05, 0.1, 0.025]))
+    assert ahns_pick(s_pos, s_cand, 1.0, 0.1, -2.0).tolist() == [1, 2, 0]
+    eligible = torch.ones(3, 4, dtype=torch.bool)
+    eligible[0, 1] = False  # the nearest is ineligible: the next nearest (0.2, index 3)
+    assert ahns_pick(s_pos, s_cand, 1.0, 0.1, -2.0, eligible).tolist() == [3, 2, 0]
+
+
+def test_ahns_sampler_returns_the_pick_among_its_candidates():
+    rng = np.random.default_rng(0)
+    sampler = build_sampler(SamplerConfig(name="ahns", candidates=6), DATA, rng)
+    model = build_model(ModelConfig(name="mf", dim=4), DATA.n_users, DATA.n_items, *DATA.train)
+    users, pos = DATA.train
+    items = sampler.sample(users, pos, model(), model).items.numpy()
+    assert items.shape == (len(users), 1) and not DATA.positives.contains(users, items[:, 0]).any()
+
+
+def _hnlmrec(n_neg=1, **over):
+    from hnl_ray.cf.neighbours import PairCandidates, pair_neighbours
+
+    cfg = SamplerConfig.model_validate({"name": "hnlmrec", "n_negatives": n_neg,
+                                        "hnlmrec": {"neighbours": 4, "uniform": 3, **over}})
+    sampler = build_sampler(cfg, DATA, np.random.default_rng(1))
+    text = torch.nn.functional.normalize(torch.randn(DATA.n_items, 8, generator=torch.Generator().manual_seed(3)),
+                                         dim=1)
+    u, i = DATA.train
+    nb = pair_neighbours(text[i], u, text, DATA.train_csr, 4)
+    return sampler.attach(PairCandidates.from_fixed(u, i, nb, DATA.n_items), text), nb, text
+
+
+def test_pair_neighbours_are_the_nearest_non_positives():
+    from hnl_ray.cf.neighbours import pair_neighbours
+
+    _, nb, text = _hnlmrec()
+    u, i = DATA.train
+    assert not DATA.positives.contains(np.repeat(u, 4), nb.ravel()).any()
+    sims = (text[i] @ text.T).numpy()
+    for r in range(0, len(u), 31):
+        allowed = [x for x in range(DATA.n_items) if not DATA.positives.contains(np.array([u[r]]), np.array([x]))[0]]
+        assert nb[r].tolist() == sorted(allowed, key=lambda x: -sims[r, x])[:4]
+    with pytest.raises(ValueError, match="catalogue has only"):
+        pair_neighbours(text[i], u, text, DATA.train_csr, DATA.n_items + 1)
+
+
+def test_hnlmrec_sampler_draws_from_its_candidates_and_its_negatives_get_gradients():
+    sampler, nb, _ = _hnlmrec(n_neg=2, guard={"enabled": False})
+    model = build_model(ModelConfig(name="lightgcn", dim=8, layers=2), DATA.n_users, DATA.n_items, *DATA.train)
+    users, pos = DATA.train
+    seen_cands = []
+    real = sampler.candidates
+    sampler.candidates = lambda u, p: seen_cands.append(real(u, p)) or seen_cands[-1]
+    emb = model()
+    items = sampler.sample(users, pos, emb, model).items
+    cand = seen_cands[0]
+    assert items.shape == (len(users), 2)
+    assert all(set(items[r].tolist()) <= set(cand[r].tolist()) for r in range(len(users)))
+    assert (items[:, 0] != items[:, 1]).float().mean() > 0.95  # distinct items while the pool has them
+    assert not DATA.positives.contains(np.repeat(users, 2), items.reshape(-1).numpy()).any()
+    # DNS rule: the first pick is the highest-scored candidate
+    with torch.no_grad():
+        s = torch.einsum("bd,bcd->bc", emb.users[torch.from_numpy(users)], emb.items[torch.from_numpy(cand)])
+    assert (torch.from_numpy(cand).gather(1, s.argmax(1, keepdim=True))[:, 0] == items[:, 0]).all()
+    assert sampler.stats()["neighbour_pick_share"] > 0
+    # real items: the loss on them reaches those items' embeddings
+    neg = emb.items[items]
+    loss = torch.nn.functional.softplus(torch.einsum("bd,bnd->bn", emb.users[torch.from_numpy(users)], neg)).sum()
+    loss.backward()
+    grad = model.item_emb.weight.grad
+    assert grad is not None and grad[sorted(set(items.reshape(-1).tolist()))].abs().sum(1).gt(0).all()
+
+
+def test_hnlmrec_guard_rejects_live_false_negatives_and_near_copies_of_positives():
+    users, pos = DATA.train
+    u0 = torch.from_numpy(users == 0)
+    p0 = DATA.train_csr[1][DATA.train_csr[0][0]: DATA.train_csr[0][1]]
+    model = build_model(ModelConfig(name="mf", dim=4), DATA.n_users, DATA.n_items, *DATA.train)
+    star = int(np.setdiff1d(np.arange(DATA.n_items), p0)[0])
+    with torch.no_grad():
+        model.item_emb.weight[:] = 0.0
+        model.user_emb.weight[:] = 1.0
+        model.item_emb.weight[torch.from_numpy(p0)] = 1.0  # user 0's positives score 4
+        model.item_emb.weight[star] = 5.0  # scores above them: a likely false negative for user 0
+    sampler, _, text = _hnlmrec(uniform=DATA.n_items, guard={"text_threshold": None})
+    items = sampler.sample(users, pos, model(), model).items
+    assert not (items[u0] == star).any()
+    st_ = sampler.stats()
+    assert st_["guard_rejected_score_share"] > 0 and st_["guard_rejected_text_share"] == 0
+    off, _, _ = _hnlmrec(uniform=DATA.n_items, guard={"enabled": False})
+    assert (off.sample(users, pos, model(), model).items[u0] == star).float().mean() > 0.5  # unguarded: DNS takes it
+    # text rule: an item whose text copies one of user 0's positives is never drawn for user 0
+    sampler, _, text = _hnlmrec(uniform=DATA.n_items, guard={"rho": 1e9, "text_threshold": 0.99})
+    sampler.text[star] = sampler.text[p0[0]]
+    items = sampler.sample(users, pos, model(), model).items
+    assert not (items[u0] == star).any()
+    assert sampler.stats()["guard_rejected_text_share"] > 0
+
+
+def test_candidate_counts_larger_than_the_catalogue_are_refused():
+    for cfg, key in ((SamplerConfig(name="dns", candidates=DATA.n_items + 1), "train.sampler.candidates"),
+                     (SamplerConfig.model_validate({"name": "hnlmrec", "hnlmrec": {"neighbours": DATA.n_items + 1}}),
+                      "train.sampler.hnlmrec.neighbours"),
+                     (SamplerConfig.model_validate({"name": "hnlmrec", "hnlmrec": {"uniform": DATA.n_items + 1}}),
+                      "train.sampler.hnlmrec.uniform")):
+        with pytest.raises(ValueError, match=key):
+            build_sampler(cfg, DATA, np.random.default_rng(0))

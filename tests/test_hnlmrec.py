@@ -13,7 +13,7 @@ import torch
 
 from cfhelpers import random_data
 from hnl_ray import manifest
-from hnl_ray.cf.mining import mine_hard_negatives
+from hnl_ray.cf.mining import mine_targets
 from hnl_ray.cf.semantic import (Adapter, AlignTargets, PairIndex, SemanticInputError, SemanticProvider,
                                  alignment_term)
 from hnl_ray.arrays import vector_column
@@ -29,39 +29,49 @@ from hnl_ray.storage import RunDir
 # ------------------------------------------------------------------------------------------------ teacher
 
 
-def test_teacher_mining_never_returns_a_positive_and_picks_the_top_candidate():
+@pytest.mark.parametrize("gamma", [0.0, 0.5])
+def test_teacher_targets_never_a_positive_nor_over_the_rho_bound(gamma):
     data = random_data(n_users=30, n_items=50, per_user=10, seed=3)
     g = torch.Generator().manual_seed(0)
     ue, ie = torch.randn(30, 8, generator=g), torch.randn(50, 8, generator=g)
+    text = torch.nn.functional.normalize(torch.randn(50, 6, generator=g), dim=1)
     u, i = data.train
-    m = mine_hard_negatives(u, i, ue, ie, data.positives, data.train_csr, None, candidates=50,
-                            guard_threshold=0.99, guard_top=3, rng=np.random.default_rng(0))
-    assert m.keep.all() and not data.positives.contains(u, m.neg).any()
+    m = mine_targets(u, i, ue, ie, data.train_csr, k=4, rho=0.95, gamma=gamma, item_text=text, chunk=64)
     scores = (ue @ ie.T).numpy()
-    for k in range(0, len(u), 17):  # with M = 50 uniform draws, j* is (nearly always) the best non-positive
-        allowed = ~data.positives.contains(np.full(50, u[k]), np.arange(50))
-        assert scores[u[k], m.neg[k]] >= np.sort(scores[u[k], allowed])[-3]
-    assert np.allclose(m.neg_score, scores[u, m.neg], atol=1e-5)
+    ok = m.items >= 0
+    assert ok.any(1).mean() > 0.5  # a pair whose positive the teacher scores lowest has none
+    rows, k = np.nonzero(ok)
+    j = m.items[rows, k]
+    assert not data.positives.contains(u[rows], j).any()
+    s_pos = scores[u, i]
+    bound = np.where(s_pos < 0, np.minimum(0.95 * s_pos, s_pos), 0.95 * s_pos)
+    assert (scores[u[rows], j] < bound[rows] + 1e-6).all()
+    assert np.allclose(m.scores[rows, k], scores[u[rows], j], atol=1e-5)
+    # the top K of the rank among the eligible, in order, computed by hand for a few pairs
+    sim = (text @ text.T).numpy()
+    for r in range(0, len(u), 23):
+        eligible = [x for x in range(50) if not data.positives.contains(np.array([u[r]]), np.array([x]))[0]
+                    and scores[u[r], x] < bound[r]]
+        rank = sorted(eligible, key=lambda x: -(scores[u[r], x] + gamma * sim[i[r], x]))
+        assert m.items[r].tolist() == rank[:4]
 
 
-def test_teacher_guard_skips_false_negatives_and_drops_when_all_fail():
-    data = random_data(n_users=4, n_items=12, per_user=3, seed=1)
+def test_teacher_targets_depend_on_the_positive_and_rho_drops_likely_false_negatives():
+    data = random_data(n_users=3, n_items=20, per_user=4, seed=1)
     u, i = data.train
-    ue = torch.ones(4, 2)
-    ie = torch.zeros(12, 2)
-    best = 11 if not data.positives.contains(np.array([0]), np.array([11]))[0] else 10
-    ie[best] = 10.0  # the teacher's favourite for everyone
-    text = torch.nn.functional.normalize(torch.randn(12, 16, generator=torch.Generator().manual_seed(2)), dim=1)
-    pos0 = data.train_csr[1][data.train_csr[0][0]]
-    text[best] = text[pos0]  # ... but its text is a copy of one of user 0's positives
-    m = mine_hard_negatives(u, i, ue, ie, data.positives, data.train_csr, text, candidates=64,
-                            guard_threshold=0.95, guard_top=3, rng=np.random.default_rng(0))
-    rows0 = u == 0
-    assert m.keep[rows0].all() and (m.neg[rows0] != best).all() and (m.neg_rank[rows0] > 0).all()
-    assert m.guard_skipped >= rows0.sum()
-    strict = mine_hard_negatives(u, i, ue, ie, data.positives, data.train_csr, text, candidates=4,
-                                 guard_threshold=-2.0, guard_top=2, rng=np.random.default_rng(0))
-    assert not strict.keep.any() and (strict.neg == -1).all()  # every candidate fails: pairs dropped, counted
+    ue = torch.tensor([[1.0, 0.0]] * 3)
+    ie = torch.zeros(20, 2)
+    ie[:, 0] = torch.linspace(0, 1, 20)  # higher id, higher score
+    text = torch.nn.functional.normalize(torch.randn(20, 4, generator=torch.Generator().manual_seed(5)), dim=1)
+    loose = mine_targets(u, i, ue, ie, data.train_csr, k=2, rho=100.0)
+    strict = mine_targets(u, i, ue, ie, data.train_csr, k=2, rho=0.5)
+    assert strict.rejected_by_rho > loose.rejected_by_rho == 0
+    # with gamma, two positives of the same user get different targets (text similarity to each positive)
+    pc = mine_targets(u, i, ue, ie * 1e-3, data.train_csr, k=1, rho=100.0, gamma=1.0, item_text=text)
+    first = u == 0
+    assert len(set(pc.items[first, 0].tolist())) > 1
+    with pytest.raises(ValueError, match="teacher.targets"):
+        mine_targets(u, i, ue, ie, data.train_csr, k=21, rho=0.95)
 
 
 # ------------------------------------------------------------------------------------------------ losses

@@ -3,6 +3,7 @@
 `sample(users, pos, emb)` takes numpy arrays of a batch's (user, positive) pairs and, for samplers that look
 at the model, its current embeddings; it returns `Negatives`: item ids (B, n) and/or synthesised embeddings
 (B, n, d) with the layer-0 part used by L2. Item ids never include the user's training positives.
+Classic samplers: uniform, popularity, DNS, MixGCF, AHNS; HNLMRec v2's `hnlmrec` takes semantic candidates.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ..config.cf import SamplerConfig
 from ..errors import ConfigValueError
 from .data import CFData, PositiveSet
 from .models import CFModel, Embeddings
+from .neighbours import max_text_similarity
 
 
 @dataclass
@@ -129,6 +131,43 @@ class DNSSampler(Sampler):
         return Negatives(items=cand.gather(-1, best[..., None]).squeeze(-1))
 
 
+def ahns_target(s_pos: torch.Tensor, alpha: float, beta: float, p: float) -> torch.Tensor:
+    """AHNS's target hardness beta * (s(u, i) + alpha) ^ (p + 1) (Lai et al. 2024): the better the positive is
+    scored, the easier the negative (p + 1 < 0)."""
+    return beta * torch.pow(s_pos + alpha, p + 1)
+
+
+def ahns_pick(s_pos: torch.Tensor, s_cand: torch.Tensor, alpha: float, beta: float, p: float,
+              eligible: torch.Tensor | None = None) -> torch.Tensor:
+    """Index (B, ...) of the candidate whose score is nearest the target: argmin |s(u, j) - target(s(u, i))|.
+    s_pos: (B,), s_cand: (B, ..., M). A non-finite target (a non-integer p + 1 on a negative base) falls back to
+    the highest-scored candidate."""
+    target = ahns_target(s_pos, alpha, beta, p).view(-1, *([1] * (s_cand.dim() - 1)))
+    gap = (s_cand - target).abs()
+    gap = torch.where(torch.isfinite(target), gap, -s_cand)
+    if eligible is not None:
+        gap = gap.masked_fill(~eligible, torch.inf)
+    return gap.argmin(-1)
+
+
+class AHNSSampler(Sampler):
+    """Adaptive hardness negative sampling (Lai et al., AAAI 2024): among M uniform candidates, the one whose
+    live score is nearest beta * (s(u, i) + alpha) ^ (p + 1) (train.sampler.ahns)."""
+
+    needs_model = True
+
+    def sample(self, users, pos, emb=None, model=None) -> Negatives:
+        assert emb is not None
+        m, a = self.cfg.candidates, self.cfg.ahns
+        cand = torch.from_numpy(self._uniform(users, self.n * m)).view(len(users), self.n, m)
+        with torch.no_grad():
+            uv = emb.users.detach()[torch.from_numpy(users)]
+            s_pos = (uv * emb.items.detach()[torch.from_numpy(pos)]).sum(-1)
+            s_cand = torch.einsum("bd,bnmd->bnm", uv, emb.items.detach()[cand])
+            best = ahns_pick(s_pos, s_cand, a.alpha, a.beta, a.p).cpu()
+        return Negatives(items=cand.gather(-1, best[..., None]).squeeze(-1))
+
+
 class MixGCFSampler(Sampler):
     """MixGCF (Huang et al. 2021): positive mixing and hop mixing over M uniform candidates (see `mix_hops`),
     pooled as the model pools its layers. The negative is synthesised, so gradients reach the embeddings it was
@@ -191,11 +230,120 @@ class MixingSampler(Sampler):
         assert emb is not None
         negs = self.base.sample(users, pos, emb, model)
         sampled = negs.emb if negs.emb is not None else emb.items[negs.items]  # (B, n, D)
-        given, has = self.provider(users, pos)  # (B, D), (B,) bool
+        if getattr(self.provider, "wants_emb", False):  # the teacher control mixes live CF embeddings
+            given, has = self.provider(users, pos, emb)
+        else:
+            given, has = self.provider(users, pos)  # (B, D), (B,) bool
         w = (self.alpha * has.to(sampled.dtype))[:, None, None]
         mixed = w * given[:, None, :] + (1 - w) * sampled
         ego = negs.ego if negs.ego is not None else model.ego()[1][negs.items] if model is not None else None
         return Negatives(items=negs.items, emb=mixed, ego=ego)
+
+
+class HNLMRecSampler(Sampler):
+    """HNLMRec v2: candidates = the pair's N semantic neighbours (`PairCandidates`, from the configured source)
+    plus M uniform draws per negative; the live model picks among the eligible ones (`rule: dns`: the highest
+    score; `ahns`: nearest AHNS's target). The negatives are real items, so their embeddings get gradients and
+    stay hard as training moves.
+
+    False-negative guard (train.sampler.hnlmrec.guard): a candidate is not eligible when its live score is
+    >= rho * s(u, i), or when its text is at least `text_threshold` cosine from one of the user's training
+    positives. A negative slot without an eligible candidate takes its first uniform draw. `stats()` returns
+    and resets the shares rejected since the last call (the trainer logs it per epoch)."""
+
+    needs_model = True
+
+    def __init__(self, cfg, data, rng):
+        super().__init__(cfg, data, rng)
+        self.hc = cfg.hnlmrec
+        self.cands = None
+        self.text: torch.Tensor | None = None
+        self._counts = dict.fromkeys(("candidates", "rejected_score", "rejected_text", "rejected", "picked",
+                                      "picked_neighbour", "fallback"), 0)
+
+    def attach(self, cands, text: torch.Tensor | None) -> HNLMRecSampler:
+        """The pair neighbours (`PairCandidates`) and the items' unit text vectors (for the text guard)."""
+        if self.hc.neighbours and cands is None:
+            raise ValueError("train.sampler.hnlmrec.neighbours > 0 needs pair neighbours (source "
+                             f"{self.hc.source!r})")
+        self.cands, self.text = cands, text
+        return self
+
+    def candidates(self, users: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """(B, N + n * M): the pair's neighbours (-1 padded), then n blocks of M uniform draws."""
+        nb = (self.cands.lookup(users, pos, self.hc.neighbours) if self.hc.neighbours
+              else np.zeros((len(users), 0), np.int64))
+        uni = self._uniform(users, self.n * self.hc.uniform) if self.hc.uniform else np.zeros((len(users), 0),
+                                                                                              np.int64)
+        return np.concatenate([nb, uni.reshape(len(users), -1)], 1)
+
+    def eligible(self, users: np.ndarray, cand: np.ndarray, s_pos: torch.Tensor, s_cand: torch.Tensor
+                 ) -> torch.Tensor:
+        """(B, C) bool: a real candidate, not a training positive, and not rejected by the guard."""
+        real = cand >= 0
+        flat_u = np.repeat(users, cand.shape[1])
+        real &= ~self.data.positives.contains(flat_u, np.maximum(cand, 0).ravel()).reshape(cand.shape)
+        ok = torch.from_numpy(real)
+        g = self.hc.guard
+        self._counts["candidates"] += int(real.sum())
+        if g.enabled:
+            bad_score = (s_cand >= g.rho * s_pos[:, None]).cpu() & ok
+            bad = bad_score.clone()
+            if g.text_threshold is not None and self.text is not None:
+                sim = max_text_similarity(np.maximum(cand, 0).ravel(), flat_u, self.data.train_csr, self.text)
+                bad_text = torch.from_numpy(sim.reshape(cand.shape) >= g.text_threshold) & ok
+                self._counts["rejected_text"] += int(bad_text.sum())
+                bad |= bad_text
+            self._counts["rejected_score"] += int(bad_score.sum())
+            self._counts["rejected"] += int(bad.sum())
+            ok &= ~bad
+        return ok
+
+    def sample(self, users, pos, emb=None, model=None) -> Negatives:
+        assert emb is not None
+        if self.hc.neighbours and self.cands is None:
+            raise RuntimeError("the hnlmrec sampler has no pair neighbours: build it through the train stage")
+        cand = self.candidates(users, pos)
+        b, c = cand.shape
+        with torch.no_grad():
+            uv = emb.users.detach()[torch.from_numpy(users)]
+            s_pos = (uv * emb.items.detach()[torch.from_numpy(pos)]).sum(-1)
+            s_cand = torch.einsum("bd,bcd->bc", uv, emb.items.detach()[torch.from_numpy(np.maximum(cand, 0))])
+        ok = self.eligible(users, cand, s_pos.cpu(), s_cand.cpu()).to(s_cand.device)
+        picks = []
+        taken = torch.zeros_like(ok)
+        for k in range(self.n):  # n picks among the eligible candidates, distinct items while there are some
+            free = ok & ~taken
+            if self.hc.rule == "ahns":
+                a = self.cfg.ahns
+                idx = ahns_pick(s_pos, s_cand, a.alpha, a.beta, a.p, free)
+            else:
+                idx = s_cand.masked_fill(~free, -torch.inf).argmax(-1)
+            got = free.gather(1, idx[:, None]).squeeze(1)
+            fallback = torch.full_like(idx, self.hc.neighbours + k * self.hc.uniform)
+            if self.hc.uniform == 0:  # no uniform draw to fall back on: a fresh one
+                extra = torch.from_numpy(self._uniform(users, 1)[:, 0])
+                item = torch.where(got.cpu(), torch.from_numpy(cand).gather(1, idx.cpu()[:, None]).squeeze(1), extra)
+            else:
+                idx = torch.where(got, idx, fallback)
+                item = torch.from_numpy(cand).gather(1, idx.cpu()[:, None]).squeeze(1)
+            self._counts["picked"] += b
+            self._counts["fallback"] += int((~got).sum())
+            self._counts["picked_neighbour"] += int((got & (idx < self.hc.neighbours)).sum())
+            picks.append(item)
+            taken |= torch.from_numpy(cand).eq(item[:, None]).to(taken.device)  # an item is picked once per pair
+        return Negatives(items=torch.stack(picks, 1))
+
+    def stats(self) -> dict[str, float]:
+        c = self._counts
+        out = {"guard_rejected_share": c["rejected"] / max(c["candidates"], 1),
+               "guard_rejected_score_share": c["rejected_score"] / max(c["candidates"], 1),
+               "guard_rejected_text_share": c["rejected_text"] / max(c["candidates"], 1),
+               "neighbour_pick_share": c["picked_neighbour"] / max(c["picked"], 1),
+               "fallback_share": c["fallback"] / max(c["picked"], 1)}
+        for k in c:
+            c[k] = 0
+        return out
 
 
 SAMPLERS: dict[str, type[Sampler]] = {
@@ -203,15 +351,23 @@ SAMPLERS: dict[str, type[Sampler]] = {
     "popularity": PopularitySampler,
     "dns": DNSSampler,
     "mixgcf": MixGCFSampler,
+    "ahns": AHNSSampler,
+    "hnlmrec": HNLMRecSampler,
 }
 
 
 def check_feasible(cfg: SamplerConfig, data: CFData) -> None:
-    """Fail early when a user cannot get the negatives asked for."""
+    """Fail early when a user cannot get the negatives asked for, or a candidate count exceeds the catalogue."""
     fewest = int(data.n_items - data.user_counts.max())
     if fewest < 1 or cfg.n_negatives > fewest:
         raise ConfigValueError(f"train.sampler.n_negatives: {cfg.n_negatives} asked, but the most active user has only "
                          f"{fewest} non-interacted items of {data.n_items}")
+    sizes = {"candidates": cfg.candidates} if cfg.name in ("dns", "mixgcf", "ahns") else {}
+    if cfg.name == "hnlmrec":
+        sizes = {"hnlmrec.neighbours": cfg.hnlmrec.neighbours, "hnlmrec.uniform": cfg.hnlmrec.uniform}
+    for key, v in sizes.items():
+        if v > data.n_items:
+            raise ValueError(f"train.sampler.{key}: {v} asked, but the catalogue has only {data.n_items} items")
 
 
 def build_sampler(cfg: SamplerConfig, data: CFData, rng: np.random.Generator) -> Sampler:

@@ -141,6 +141,65 @@ class SemanticProvider:
         return (out.detach() if self.detach else out), has.to(self.device)
 
 
+@dataclass
+class TeacherTargetProvider:
+    """The `teacher` control of the mixing path: the live CF embeddings of the pair's teacher targets (their
+    mean), detached, mixed in where an LLM vector would be. No language model and no adapter."""
+
+    targets: object  # PairCandidates: the pair's K teacher targets
+    k: int
+    device: torch.device
+    wants_emb: bool = True
+    detach: bool = True
+    last: dict = field(default_factory=dict)
+
+    def __call__(self, users: np.ndarray, pos: np.ndarray, emb) -> tuple[torch.Tensor, torch.Tensor]:
+        t = torch.from_numpy(self.targets.lookup(users, pos, self.k)).to(self.device)  # (B, K), -1 padded
+        ok = t >= 0
+        vec = emb.items.detach()[t.clamp(min=0)] * ok[..., None]
+        out = vec.sum(1) / ok.sum(1, keepdim=True).clamp(min=1)
+        has = ok.any(1)
+        self.last = {"users": users, "pos": pos, "adapted": out, "has": has, "own": has.cpu().numpy()}
+        return out, has
+
+
+def item_split(n_items: int, share: float, seed: int) -> np.ndarray:
+    """(n_items,) bool: the items held out of the item InfoNCE (seeded), to measure the map on unseen items."""
+    held = np.zeros(n_items, bool)
+    k = int(round(share * n_items))
+    if k:
+        held[np.random.default_rng(seed).choice(n_items, k, replace=False)] = True
+    return held
+
+
+def item_infonce_term(adapter: Adapter, item_vecs: torch.Tensor, train_items: np.ndarray, weight: float,
+                      tau: float, batch: int, rng: np.random.Generator):
+    """weight * InfoNCE over the catalogue (RLMRec-Con style): for a batch of training items j,
+    -log softmax_k(cos(adapter(t_j), sg(e_k)) / tau)[j] over every catalogue item k. The adapter learns the map
+    from the model's item space to CF space on items, never on the pairs whose vectors it then maps."""
+
+    def term(ctx) -> tuple[str, torch.Tensor]:
+        j = rng.choice(train_items, size=min(batch, len(train_items)), replace=False)
+        j_t = torch.from_numpy(j).to(ctx.user_vec.device)
+        a = F.normalize(adapter(item_vecs[j_t]), dim=-1)
+        e = F.normalize(ctx.emb.items.detach(), dim=-1)
+        return "item_nce", weight * F.cross_entropy(a @ e.T / tau, j_t)
+
+    return term
+
+
+@torch.no_grad()
+def item_recall(adapter: Adapter, item_vecs: torch.Tensor, cf_items: torch.Tensor, items: np.ndarray,
+                k: int = 10) -> float:
+    """Share of `items` whose own CF embedding is among the k nearest (cosine) of adapter(t_j) in the catalogue."""
+    if not len(items):
+        return float("nan")
+    j_t = torch.from_numpy(items).to(cf_items.device)
+    a = F.normalize(adapter(item_vecs[j_t]), dim=-1)
+    top = (a @ F.normalize(cf_items, dim=-1).T).topk(min(k, cf_items.shape[0]), dim=1).indices
+    return float((top == j_t[:, None]).any(1).float().mean())
+
+
 def contrastive_term(provider: SemanticProvider, weight: float, tau: float):
     """lambda * mean over covered pairs of -log(e^{cos(u,i)/tau} / (e^{cos(u,i)/tau} + e^{cos(u,a)/tau})),
     a = adapter(e_hard): the user is pulled to the item and pushed from its aligned LLM hard negative."""
@@ -223,7 +282,7 @@ class SemanticArrays:
     `grounded`: (pairs, width) catalog items grounded from method-1 negatives (-1: none); `targets`: the teacher's
     (user, item, j*) triples for the `align` objective. `where` / `targets_where` name the artifacts in errors."""
 
-    source: str  # "hardneg" or "method1"
+    source: str  # "hardneg" or "method1" (what the vectors are), "teacher" (targets only)
     where: str
     users: np.ndarray
     items: np.ndarray
@@ -231,13 +290,22 @@ class SemanticArrays:
     grounded: np.ndarray | None = None
     targets: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     targets_where: str = ""
+    catalogue: np.ndarray | None = None  # (n_items, d): the items in the vectors' space (`item` objective)
+    catalogue_where: str = ""
 
 
-def hardneg_index(a: SemanticArrays, data: CFData) -> PairIndex:
+def hardneg_index(a: SemanticArrays, data: CFData, control: str = "hardneg", seed: int = 0) -> PairIndex:
+    """The pair vectors; the `shuffled` control permutes them across pairs, `random` replaces each with a random
+    unit vector of the same size (same pairs, same path)."""
     _check_ids(a.users, a.items, data, a.where)
     # Fine-tuning trained these with a cosine loss: only the direction means anything, and raw hidden-state norms
     # (hundreds for SmolLM2) would dominate the adapter's first outputs.
     v = a.vectors.astype(np.float32)
+    rng = np.random.default_rng(seed)
+    if control == "shuffled":
+        v = v[rng.permutation(len(v))]
+    elif control == "random":
+        v = rng.standard_normal(v.shape).astype(np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True).clip(min=1e-12)
     return PairIndex(a.users, a.items, v, data.n_users, data.n_items)
 
@@ -289,14 +357,15 @@ class SemanticParts:
     extra_losses: list
     epoch_hooks: list
     describe: dict
+    after_fit: object = None  # (trainer) -> dict merged into `describe` once the chosen model is loaded
 
     def trainer_kwargs(self) -> dict:
         return dict(sampler_factory=self.sampler_factory, extra_modules=self.extra_modules,
                     extra_losses=self.extra_losses, epoch_hooks=self.epoch_hooks)
 
 
-def build_semantic(tcfg: TrainConfig, arrays: SemanticArrays, data: CFData, model_dim: int, device: torch.device
-                   ) -> SemanticParts:
+def build_semantic(tcfg: TrainConfig, arrays: SemanticArrays, data: CFData, model_dim: int, device: torch.device,
+                   seed: int = 0) -> SemanticParts:
     from .samplers import MixingSampler
 
     sc: SemanticConfig = tcfg.sampler.semantic
@@ -307,14 +376,17 @@ def build_semantic(tcfg: TrainConfig, arrays: SemanticArrays, data: CFData, mode
             return GroundedItemSampler(base, keys, indptr, grounded, sc.share)
 
         return SemanticParts(factory, [], [], [], {"grounded_pairs": int(len(keys))})
-    index = hardneg_index(arrays, data) if sc.source == "hardneg" else method1_index(arrays, data)
+    if sc.source == "teacher":
+        return _teacher_control(tcfg, arrays, data, device)
+    index = (method1_index(arrays, data) if sc.source == "negatives"
+             else hardneg_index(arrays, data, sc.source, seed))
     if sc.llm_dim is not None and sc.llm_dim != index.dim:
         raise SemanticInputError(f"{arrays.where} holds {index.dim}-dimensional embeddings, but "
                                  f"train.sampler.semantic.llm_dim is {sc.llm_dim}: fix llm_dim (or leave it null) "
                                  "or re-run the stage that made the artifact with the intended model")
     adapter = Adapter(index.dim, sc.adapter_hidden, model_dim).to(device)
-    align = sc.adapter_objective == "align"
-    provider = SemanticProvider(index, adapter, sc.fallback, device, detach=align)
+    detach = sc.adapter_objective in ("align", "item")  # the CF loss never trains the adapter
+    provider = SemanticProvider(index, adapter, sc.fallback, device, detach=detach)
     holder: dict = {}
 
     def factory(base: Sampler) -> Sampler:
@@ -326,10 +398,28 @@ def build_semantic(tcfg: TrainConfig, arrays: SemanticArrays, data: CFData, mode
             holder["mix"].set_alpha(sc.alpha * min(1.0, epoch / sc.alpha_warmup_epochs))
 
     losses = [contrastive_term(provider, sc.cl_weight, sc.cl_temperature)] if sc.cl_weight > 0 else []
-    describe = {"pairs_with_embedding": int(len(index.keys)), "llm_dim": index.dim,
+    describe = {"source": sc.source, "pairs_with_embedding": int(len(index.keys)), "llm_dim": index.dim,
                 "adapter_objective": sc.adapter_objective}
-    if align:
-        if sc.source == "hardneg":
+    after_fit = None
+    if sc.adapter_objective == "item":
+        cat, path = arrays.catalogue, arrays.catalogue_where
+        if cat.shape[1] != index.dim:
+            raise SemanticInputError(f"{path} holds {cat.shape[1]}-dimensional item vectors, the pair "
+                                     f"vectors {index.dim}: they must come from the same model "
+                                     "(train.sampler.semantic.adapter_objective: item)")
+        cat_t = torch.from_numpy(cat).to(device)
+        held = item_split(data.n_items, sc.item_holdout, seed)
+        train_items, held_items = np.flatnonzero(~held), np.flatnonzero(held)
+        losses.append(item_infonce_term(adapter, cat_t, train_items, sc.item_weight, sc.item_temperature,
+                                        sc.item_batch, np.random.default_rng(seed + 1)))
+        describe.update({"items_held_out": int(len(held_items)), "item_space": path})
+
+        def after_fit(trainer) -> dict:
+            emb = trainer.embeddings()
+            return {"item_recall@10_held_out": round(item_recall(adapter, cat_t, emb.items, held_items), 4),
+                    "item_recall@10_train_items": round(item_recall(adapter, cat_t, emb.items, train_items), 4)}
+    if sc.adapter_objective == "align":
+        if sc.source != "negatives":  # hardneg and its base/shuffled/random controls: the teacher's targets
             targets = teacher_targets(arrays, data)
         else:
             targets = grounded_targets(*grounded_lists(arrays, data), data.n_items)
@@ -340,4 +430,23 @@ def build_semantic(tcfg: TrainConfig, arrays: SemanticArrays, data: CFData, mode
                                      "target (teacher pair or grounded item): were they made from another run? "
                                      "Re-run the stages, or set train.sampler.semantic.adapter_objective: joint")
         losses.append(alignment_term(provider, targets, sc.align_weight))
-    return SemanticParts(factory, [adapter], losses, [schedule], describe)
+    return SemanticParts(factory, [adapter], losses, [schedule], describe, after_fit)
+
+
+def _teacher_control(tcfg: TrainConfig, arrays: SemanticArrays, data: CFData, device: torch.device
+                     ) -> SemanticParts:
+    """`source: teacher`: the teacher's targets mixed in directly (their live CF embeddings), no LM, no adapter."""
+    from .neighbours import PairCandidates
+    from .samplers import MixingSampler
+
+    sc = tcfg.sampler.semantic
+    u, i, j = arrays.targets
+    _check_ids(u, j, data, arrays.targets_where)
+    targets = PairCandidates.from_long(u, i, j, data.n_items)
+    provider = TeacherTargetProvider(targets, max(targets.width, 1), device)
+
+    def factory(base: Sampler) -> Sampler:
+        return MixingSampler(base, provider, sc.alpha)
+
+    losses = [contrastive_term(provider, sc.cl_weight, sc.cl_temperature)] if sc.cl_weight > 0 else []
+    return SemanticParts(factory, [], losses, [], {"source": "teacher", "pairs_with_targets": targets.n_pairs})

@@ -170,6 +170,9 @@ class Trainer:
         out = {k: v / n_batches for k, v in sums.items()}
         out["loss"] = sum(out.values())
         out["train_s"] = time.perf_counter() - t0
+        stats = getattr(self.sampler, "stats", None)
+        if stats is not None:  # e.g. the hnlmrec sampler's guard: the share of candidates it rejected
+            out["sampler"] = stats()
         return out
 
     @torch.no_grad()

@@ -39,9 +39,13 @@ class ModelConfig(Section):
 class SemanticConfig(Section):
     """Semantic negatives mixed into sampled ones (`semantic`), or grounded catalog items (`semantic-item`)."""
 
-    source: Literal["hardneg", "negatives"] = Field(
+    source: Literal["hardneg", "negatives", "base", "shuffled", "random", "teacher"] = Field(
         "hardneg", description="`hardneg`: HNLMRec's LLM embeddings (hardneg/); `negatives`: method-1 text "
-                               "embeddings (embeddings/negatives.parquet).")
+                               "embeddings (embeddings/negatives.parquet). Controls through the same path: `base` "
+                               "(the model before fine-tuning, hardneg-base/), `shuffled` (the fine-tuned vectors "
+                               "permuted across pairs), `random` (a random unit vector per pair), `teacher` (the "
+                               "live CF embeddings of the teacher's targets mixed in directly: no language model, "
+                               "no adapter).")
     alpha: float = Field(0.01, ge=0, le=1, description="Weight of adapter(e_hard) in the mixed negative (the "
                                                        "reference: 1e-4 Yelp, 1e-2 Toys).")
     alpha_schedule: Literal["constant", "linear"] = Field(
@@ -51,12 +55,20 @@ class SemanticConfig(Section):
                                                          "dim, ReLU between). The reference: [2048, 1024].")
     llm_dim: int | None = Field(None, ge=1, description="Expected LLM embedding size (null: taken from the "
                                                         "artifact); a mismatch is an error.")
-    adapter_objective: Literal["align", "joint"] = Field(
+    adapter_objective: Literal["align", "joint", "item"] = Field(
         "align", description="How the adapter learns. `align`: regress adapter(e_hard) onto the CF embedding of "
                              "the item the LLM vector stands for (the teacher's hard negative j* for hardneg/, the "
                              "first grounded item for method 1), with the CF loss's gradient cut from the adapter; "
                              "`joint`: the adapter learns from the CF loss itself, which teaches it to make the "
-                             "mixed negatives easy (measured: the loss collapses towards 0).")
+                             "mixed negatives easy (measured: the loss collapses towards 0); `item`: "
+                             "adapter(model's item vector) ~ the CF item embedding by an InfoNCE over the "
+                             "catalogue (RLMRec-Con style), learnt on items, not on the pairs it is applied to; "
+                             "its held-out item recall@10 is reported in metrics.json.")
+    item_weight: float = Field(0.01, ge=0, description="`item`: lambda of the item InfoNCE.")
+    item_temperature: float = Field(0.2, gt=0, description="`item`: tau of the item InfoNCE.")
+    item_batch: int = Field(256, ge=1, description="`item`: catalogue items per step in the item InfoNCE.")
+    item_holdout: float = Field(0.1, ge=0, lt=1, description="`item`: share of items held out of the InfoNCE "
+                                                             "to measure the map's recall@10.")
     align_weight: float = Field(1.0, ge=0, description="Weight of the alignment loss (`align`): squared distance "
                                                        "to the target's CF embedding, summed over dims, batch mean.")
     cl_weight: float = Field(0.001, ge=0, description="lambda_cl of the contrastive term (reference: 0.001).")
@@ -68,16 +80,74 @@ class SemanticConfig(Section):
                                                       "item when the pair has one.")
 
 
+class AHNSConfig(Section):
+    """AHNS (Lai et al., AAAI 2024): among the candidates, the one whose live score is nearest the target
+    hardness beta * (s(u, i) + alpha) ^ (p + 1)."""
+
+    p: float = Field(-2.0, description="Exponent p (p + 1 = -1 by default: harder negatives for poorly scored "
+                                       "positives).")
+    alpha: float = Field(1.0, description="Shift alpha of the positive's score.")
+    beta: float = Field(0.1, description="Scale beta of the target hardness.")
+
+
+class GuardConfig(Section):
+    """False-negative guard of the `hnlmrec` sampler, applied at sampling time with the live model."""
+
+    enabled: bool = Field(True, description="Reject likely false negatives before the pick.")
+    rho: float = Field(0.95, gt=0, description="A candidate whose live score is >= rho * s(u, i) is not "
+                                               "eligible (NV-Retriever's TopK-PercPos, here on the live model).")
+    text_threshold: float | None = Field(
+        0.9, gt=-1, le=1, description="A candidate whose item text has at least this cosine with one of the "
+                                      "user's training positives is not eligible (null: no text rule).")
+
+
+class HNLMRecSamplerConfig(Section):
+    """The `hnlmrec` sampler: candidates = the pair's N semantic neighbours + M uniform draws; the live CF model
+    picks among the eligible ones, so negatives are real items that get gradients."""
+
+    source: Literal["hardneg", "text", "teacher", "negatives", "base", "shuffled", "random"] = Field(
+        "hardneg", description="Where the pair's N neighbours come from. `hardneg`: the fine-tuned model's pair "
+                               "vector's nearest catalogue items (hardneg/); `text`: the untuned item-text "
+                               "neighbours of the positive (embeddings/items.parquet); `teacher`: the teacher's "
+                               "K targets (teacher/pairs.parquet, no language model); `negatives`: method 1's "
+                               "grounded items; controls: `base` (the model before fine-tuning), `shuffled` (the "
+                               "fine-tuned pair vectors permuted across users), `random` (a random unit vector "
+                               "per pair), each searched in hardneg/items.parquet.")
+    neighbours: int = Field(16, ge=0, description="N: semantic neighbours per pair among the candidates.")
+    uniform: int = Field(16, ge=0, description="M: uniform non-interacted draws per negative among the "
+                                               "candidates.")
+    rule: Literal["dns", "ahns"] = Field("dns", description="Pick: `dns` the highest live score; `ahns` the "
+                                                            "score nearest AHNS's target (train.sampler.ahns).")
+    guard: GuardConfig = Field(default_factory=GuardConfig, description="False-negative guard.")
+
+    @model_validator(mode="after")
+    def _some_candidates(self) -> "HNLMRecSamplerConfig":
+        if self.neighbours + self.uniform < 1:
+            raise ValueError("neighbours + uniform must be at least 1")
+        return self
+
+
 class SamplerConfig(Section):
-    name: Literal["uniform", "popularity", "dns", "mixgcf", "semantic", "semantic-item"] = Field(
+    name: Literal["uniform", "popularity", "dns", "mixgcf", "ahns", "semantic", "semantic-item", "hnlmrec"] = Field(
         "uniform", description="Negative sampler.")
     n_negatives: int = Field(1, ge=1, description="Negatives per positive.")
-    candidates: int = Field(32, ge=1, description="Candidates scored per negative (dns, mixgcf: M).")
+    candidates: int = Field(32, ge=1, description="Candidates scored per negative (dns, mixgcf, ahns: M).")
     popularity_exponent: float = Field(0.75, description="popularity: P(item) ~ count^exponent.")
     base: Literal["uniform", "popularity", "dns"] = Field(
         "uniform", description="semantic / semantic-item: the sampler that draws the negative being mixed or "
                                "replaced.")
     semantic: SemanticConfig = Field(default_factory=SemanticConfig, description="Semantic negatives.")
+    ahns: AHNSConfig = Field(default_factory=AHNSConfig, description="AHNS's target hardness (ahns, and the "
+                                                                     "hnlmrec sampler's `rule: ahns`).")
+    hnlmrec: HNLMRecSamplerConfig = Field(default_factory=HNLMRecSamplerConfig,
+                                          description="The `hnlmrec` sampler (HNLMRec v2).")
+
+    def sections_used(self) -> set[str]:
+        """Sub-sections this sampler reads: the others stay out of run fingerprints, so adding an option to
+        one sampler does not retrain the runs of the others (nor the teacher and the LLM stages after it)."""
+        used = {"semantic": {"semantic"}, "semantic-item": {"semantic"}, "ahns": {"ahns"},
+                "hnlmrec": {"hnlmrec"} | ({"ahns"} if self.hnlmrec.rule == "ahns" else set())}
+        return used.get(self.name, set())
 
 
 class LossConfig(Section):

@@ -10,20 +10,21 @@ from .base import Section
 
 
 class TeacherConfig(Section):
-    """A CF model trained with a classic sampler mines the supervision: for a training pair (u, i), the
-    highest-scored non-interacted item j* among M candidates."""
+    """A CF model trained with a classic sampler mines the supervision: for each training pair (u, i), the K
+    catalogue items it scores highest, training positives and likely false negatives excluded
+    (hnl_ray/cf/mining.py)."""
 
     train: dict[str, Any] = Field(
         default_factory=lambda: {"sampler": {"name": "dns", "candidates": 16}},
         description="Overrides of `train` for the teacher (trained as the CF run `teacher`).")
-    candidates: int = Field(64, ge=1, description="M: uniform non-interacted candidates scored per pair.")
+    targets: int = Field(4, ge=1, description="K: targets kept per pair (fine-tuning's positives).")
+    rho: float = Field(0.95, gt=0, description="Likely false negatives: j with s_T(u, j) >= rho * s_T(u, i) "
+                                               "is never a target (NV-Retriever's TopK-PercPos).")
+    gamma: float = Field(0.0, ge=0, description="Targets are ranked by s_T(u, j) + gamma * cos(t_i, t_j), the "
+                                                "item-text similarity to the positive (DENS-style; 0: the "
+                                                "teacher's score alone). s_T is a dot product: mind its scale.")
     pairs_per_user: int | None = Field(None, ge=1, description="Seeded sample of training pairs per user "
                                                               "(null = all).")
-    guard_threshold: float = Field(
-        0.95, gt=0, le=1, description="False-negative guard: skip a candidate whose text embedding has at least "
-                                      "this cosine with one of the user's training positives.")
-    guard_top: int = Field(4, ge=1, description="How many of the best-scored candidates the guard checks before "
-                                                "a pair is dropped (counted).")
 
 
 class LoraConfig(Section):

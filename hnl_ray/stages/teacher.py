@@ -1,9 +1,12 @@
 """The `teacher` stage (HNLMRec's supervision): train a CF model with a classic sampler (the CF run
-`cf/teacher`), then mine one hard negative j* per sampled training pair (see hnl_ray/cf/mining.py), guarded
-against false negatives with the items' text embeddings.
+`cf/teacher`), then mine K pair-conditioned targets per sampled training pair over the whole catalogue
+(hnl_ray/cf/mining.py: training positives and j with s_T(u, j) >= rho * s_T(u, i) excluded, ranked by
+s_T(u, j) + gamma * cos(t_i, t_j)).
 
-Outputs: teacher/pairs.parquet (user_idx, item_idx, neg_item_idx, pos_score, neg_score, neg_rank) and
-teacher/embeddings.safetensors (the teacher's final user and item embeddings, for the optional CF soft tokens).
+Outputs: teacher/pairs.parquet, one row per (pair, target): user_idx, item_idx, neg_item_idx, k (0 = the best
+target), pos_score, neg_score; and teacher/embeddings.safetensors (the teacher's final user and item embeddings,
+for the optional CF soft tokens). The manifest counts, as a diagnostic only, the targets that are the user's
+validation or test items (nothing is chosen on it).
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import torch
 
 from .. import artifacts as A
 from .. import manifest
-from ..cf.mining import mine_hard_negatives
+from ..cf.data import PositiveSet
+from ..cf.mining import mine_targets
 from ..config import Config
 from ..config.cf import TrainConfig
 from ..config.loader import deep_merge
@@ -56,20 +60,26 @@ def run(ctx: Context) -> dict:
             raise StageError(f"{art.uri(A.EMBEDDINGS, 'items.parquet')} has {text.shape[0]} items, the prepared "
                              f"data {data.n_items}: re-run `hnl-ray embed`")
         users, items = sample_pairs(*data.train, cfg.teacher.pairs_per_user, cfg.seed)
+        tc = cfg.teacher
         with timings("mine"):
-            m = mine_hard_negatives(users, items, emb.users, emb.items, data.positives, data.train_csr,
-                                    torch.from_numpy(text), cfg.teacher.candidates, cfg.teacher.guard_threshold,
-                                    cfg.teacher.guard_top, np.random.default_rng(cfg.seed + 17))
-        k = m.keep
+            m = mine_targets(users, items, emb.users, emb.items, data.train_csr, tc.targets, tc.rho, tc.gamma,
+                             torch.from_numpy(text) if tc.gamma else None)
+        ok = m.items >= 0  # (P, K)
+        row, k = np.nonzero(ok)
         art.write_teacher_pairs(pa.table({
-            "user_idx": users[k].astype(np.int32), "item_idx": items[k].astype(np.int32),
-            "neg_item_idx": m.neg[k].astype(np.int32), "pos_score": m.pos_score[k], "neg_score": m.neg_score[k],
-            "neg_rank": m.neg_rank[k]}))
+            "user_idx": users[row].astype(np.int32), "item_idx": items[row].astype(np.int32),
+            "neg_item_idx": m.items[row, k].astype(np.int32), "k": k.astype(np.int8),
+            "pos_score": m.pos_score[row], "neg_score": m.scores[row, k]}))
         art.write_teacher_embeddings(emb.users, emb.items)
-        counts = {"pairs_sampled": int(len(users)), "pairs_with_negative": int(k.sum()),
-                  "pairs_dropped_by_guard": int((~k).sum()), "candidates_rejected_by_guard": m.guard_skipped,
-                  "neg_above_pos_share": round(float((m.neg_score[k] > m.pos_score[k]).mean()) if k.any() else 0.0,
-                                               4),
+        held = PositiveSet(np.r_[data.valid[0], data.test[0]], np.r_[data.valid[1], data.test[1]], data.n_users,
+                           data.n_items)
+        future = held.contains(users[row], m.items[row, k])
+        counts = {"pairs_sampled": int(len(users)), "targets": int(ok.sum()),
+                  "pairs_with_target": int(ok.any(1).sum()), "pairs_with_k_targets": int(ok.all(1).sum()),
+                  "rejected_by_rho": m.rejected_by_rho,
+                  "targets_in_valid_or_test_diagnostic": int(future.sum()),
+                  "targets_in_valid_or_test_share_diagnostic": round(float(future.mean()) if len(future) else 0.0,
+                                                                     5),
                   "teacher_test": result["test"], "teacher_best_epoch": result["best_epoch"]}
         return Output(counts=counts, outputs=A.TEACHER_FILES, timings=timings)
 

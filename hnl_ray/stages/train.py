@@ -29,74 +29,118 @@ from . import Context, Output, step
 
 log = logging.getLogger(__name__)
 
-SEMANTIC = ("semantic", "semantic-item")
+SEMANTIC = ("semantic", "semantic-item", "hnlmrec")
 
 
 def run_fingerprint(seed: int, tcfg: TrainConfig, art: Artifacts, extra_inputs: dict | None = None) -> tuple:
     seed = tcfg.seed if tcfg.seed is not None else seed
     part = {"train": tcfg.model_dump(mode="json", exclude={"runs"}), "seed": seed}
-    if tcfg.sampler.name not in SEMANTIC:
-        # Unused by classic samplers: editing it must not retrain them, nor the teacher and the LLM stages after it.
-        del part["train"]["sampler"]["semantic"]
+    # Sub-sections a sampler does not read: editing them must not retrain its runs, nor the teacher and the LLM
+    # stages after it.
+    for section in ("semantic", "ahns", "hnlmrec"):
+        if section not in tcfg.sampler.sections_used():
+            del part["train"]["sampler"][section]
     inputs = {"prepared": art.fingerprint(A.PREPARED) or "missing", **(extra_inputs or {})}
     return part, inputs, seed
 
 
-def semantic_arrays(tcfg: TrainConfig, art: Artifacts) -> tuple[SemanticArrays, dict]:
-    """The artifacts a semantic sampler reads, as arrays, and the fingerprints of those artifacts."""
-    sc = tcfg.sampler.semantic
-    if tcfg.sampler.name == "semantic-item" or sc.source != "hardneg":
-        where = art.uri(A.EMBEDDINGS, "negatives.parquet")
-        t = art.negative_embeddings()
-        if t is None:
-            raise SemanticInputError(f"{where} not found: run `hnl-ray negatives` and `hnl-ray embed` first "
-                                     "(method-1 semantic negatives)")
-        if t.num_rows == 0:
-            raise SemanticInputError(f"{where} holds no negatives (all generations failed?)")
-        t = t.filter(pc.invert(t["false_negative"]))
-        g = t["grounded"].combine_chunks()
-        arrays = SemanticArrays("method1", where, t["user_idx"].to_numpy().astype(np.int64),
-                                t["item_idx"].to_numpy().astype(np.int64), vectors(t["vector"]),
-                                g.flatten().to_numpy().reshape(len(t), g.type.list_size))
-        return arrays, {"embeddings": art.fingerprint(A.EMBEDDINGS)}
-    where = art.uri(A.HARDNEG)
-    t = art.hardneg_vectors(columns=["user_idx", "item_idx", "vector"])
+def method1_arrays(art: Artifacts) -> SemanticArrays:
+    """Method 1's embedded, grounded negatives (false negatives left out)."""
+    where = art.uri(A.EMBEDDINGS, "negatives.parquet")
+    t = art.negative_embeddings()
     if t is None:
-        raise SemanticInputError(f"{where} not found: run `hnl-ray hardneg` first (the semantic sampler with "
-                                 "source: hardneg reads it)")
+        raise SemanticInputError(f"{where} not found: run `hnl-ray negatives` and `hnl-ray embed` first "
+                                 "(method-1 semantic negatives)")
+    if t.num_rows == 0:
+        raise SemanticInputError(f"{where} holds no negatives (all generations failed?)")
+    t = t.filter(pc.invert(t["false_negative"]))
+    g = t["grounded"].combine_chunks()
+    return SemanticArrays("method1", where, t["user_idx"].to_numpy().astype(np.int64),
+                          t["item_idx"].to_numpy().astype(np.int64), vectors(t["vector"]),
+                          g.flatten().to_numpy().reshape(len(t), g.type.list_size))
+
+
+def _teacher_targets(art: Artifacts, why: str) -> tuple[tuple, str]:
+    where = art.uri(A.TEACHER, "pairs.parquet")
+    p = art.teacher_pairs(columns=["user_idx", "item_idx", "neg_item_idx"])
+    if p is None:
+        raise SemanticInputError(f"{where} not found: {why}")
+    return tuple(p[c].to_numpy().astype(np.int64) for c in ("user_idx", "item_idx", "neg_item_idx")), where
+
+
+def semantic_arrays(tcfg: TrainConfig, art: Artifacts) -> tuple[SemanticArrays, dict]:
+    """The artifacts a semantic sampler reads, as arrays, and the fingerprints of those artifacts.
+    `semantic.source`: negatives (method 1), hardneg, or the controls base (hardneg-base/), shuffled and random
+    (hardneg/'s pairs; the core permutes or replaces the vectors) and teacher (the teacher's targets only)."""
+    sc = tcfg.sampler.semantic
+    if tcfg.sampler.name == "semantic-item" or sc.source == "negatives":
+        arrays = method1_arrays(art)
+        if sc.adapter_objective == "item":
+            arrays.catalogue, arrays.catalogue_where = _catalogue(art, A.EMBEDDINGS)
+        return arrays, {"embeddings": art.fingerprint(A.EMBEDDINGS)}
+    if sc.source == "teacher":
+        targets, where = _teacher_targets(art, "train.sampler.semantic.source: 'teacher' needs it: run "
+                                               "`hnl-ray teacher` first, or choose another source")
+        empty = np.zeros(0, np.int64)
+        return (SemanticArrays("teacher", where, empty, empty, targets=targets, targets_where=where),
+                {"teacher": art.fingerprint(A.TEACHER)})
+    folder = A.HARDNEG_BASE if sc.source == "base" else A.HARDNEG
+    where = art.uri(folder)
+    t = art.hardneg_vectors(columns=["user_idx", "item_idx", "vector"], folder=folder)
+    if t is None:
+        raise SemanticInputError(f"train.sampler.semantic.source: {sc.source!r} needs {where}, which is missing: "
+                                 "run `hnl-ray hardneg` first, or choose another source")
     arrays = SemanticArrays("hardneg", where, t["user_idx"].to_numpy().astype(np.int64),
                             t["item_idx"].to_numpy().astype(np.int64), vectors(t["vector"]))
-    inputs = {"hardneg": art.fingerprint(A.HARDNEG)}
+    inputs = {folder: art.fingerprint(folder)}
     if sc.adapter_objective == "align":
-        arrays.targets_where = art.uri(A.TEACHER, "pairs.parquet")
-        p = art.teacher_pairs(columns=["user_idx", "item_idx", "neg_item_idx"])
-        if p is None:
-            raise SemanticInputError(f"{arrays.targets_where} not found: the `align` adapter objective learns from "
-                                     "the teacher's pairs; run `hnl-ray teacher`, or set "
-                                     "train.sampler.semantic.adapter_objective: joint")
-        arrays.targets = tuple(p[c].to_numpy().astype(np.int64) for c in ("user_idx", "item_idx", "neg_item_idx"))
+        arrays.targets, arrays.targets_where = _teacher_targets(
+            art, "the `align` adapter objective learns from the teacher's pairs; run `hnl-ray teacher`, or set "
+                 "train.sampler.semantic.adapter_objective: joint")
         inputs["teacher"] = art.fingerprint(A.TEACHER)
+    if sc.adapter_objective == "item":
+        arrays.catalogue, arrays.catalogue_where = _catalogue(art, folder)
     return arrays, inputs
 
 
-def semantic_parts(tcfg: TrainConfig, art: Artifacts, data: CFData) -> tuple[SemanticParts | None, dict]:
-    """The semantic sampler's parts (adapter, mixing sampler, extra losses) and its inputs' fingerprints;
-    (None, {}) for classic samplers."""
+def _catalogue(art: Artifacts, folder: str) -> tuple[np.ndarray, str]:
+    """The items in the pair vectors' space, for `adapter_objective: item`: (n_items, d), row = item_idx."""
+    t = art.item_vector_table() if folder == A.EMBEDDINGS else art.hardneg_items(folder)
+    where = art.uri(folder, "items.parquet")
+    if t is None:
+        raise SemanticInputError(f"train.sampler.semantic.adapter_objective: item needs the catalogue in the "
+                                 f"model's space {where}, which is missing: run `hnl-ray hardneg` (`hnl-ray embed` "
+                                 "for method 1) first, or choose another objective")
+    v = vectors(t["vector"]).astype(np.float32)
+    n = int(t["item_idx"].to_numpy().max()) + 1 if t.num_rows else 0
+    out = np.zeros((n, v.shape[1]), np.float32)
+    out[t["item_idx"].to_numpy()] = v
+    return out / np.linalg.norm(out, axis=1, keepdims=True).clip(min=1e-12), where
+
+
+def semantic_parts(tcfg: TrainConfig, art: Artifacts, data: CFData, seed: int = 0
+                   ) -> tuple[SemanticParts | None, dict]:
+    """The semantic sampler's parts (adapter, mixing sampler, extra losses; the hnlmrec sampler's candidates)
+    and its inputs' fingerprints; (None, {}) for classic samplers."""
     if tcfg.sampler.name not in SEMANTIC:
         return None, {}
+    if tcfg.sampler.name == "hnlmrec":
+        from .candidates import hnlmrec_parts
+
+        return hnlmrec_parts(tcfg, art, data, seed)
     from ..cf.models import output_dim
     from ..cf.semantic import build_semantic
     from ..cf.trainer import pick_device
 
     arrays, inputs = semantic_arrays(tcfg, art)
-    return build_semantic(tcfg, arrays, data, output_dim(tcfg.model), pick_device(tcfg.device)), inputs
+    return build_semantic(tcfg, arrays, data, output_dim(tcfg.model), pick_device(tcfg.device), seed), inputs
 
 
 def build_run(tcfg: TrainConfig, art: Artifacts, data: CFData, out: RunDir, name: str, seed: int,
               progress: bool = True, semantic: SemanticParts | None = None) -> Trainer:
     """A CF run ready to fit: model, sampler (with its semantic parts) and trainer writing into `out`."""
     if semantic is None:
-        semantic, _ = semantic_parts(tcfg, art, data)
+        semantic, _ = semantic_parts(tcfg, art, data, seed)
     return Trainer(tcfg, data, out, name, seed, progress=progress,
                    **(semantic.trainer_kwargs() if semantic is not None else {}))
 
@@ -108,7 +152,7 @@ def train_one(cfg: Config, run: RunDir | Artifacts, name: str, data: CFData | No
     art = run if isinstance(run, Artifacts) else Artifacts(run)
     tcfg = tcfg or cfg.train.for_run(name)
     data = data or art.cf_data()
-    semantic, sem_inputs = semantic_parts(tcfg, art, data)
+    semantic, sem_inputs = semantic_parts(tcfg, art, data, tcfg.seed if tcfg.seed is not None else cfg.seed)
     part, inputs, seed = run_fingerprint(cfg.seed, tcfg, art, {**(extra_inputs or {}), **sem_inputs})
     out = art.cf_run(name)
 
@@ -120,7 +164,8 @@ def train_one(cfg: Config, run: RunDir | Artifacts, name: str, data: CFData | No
         with timings("fit"):
             result = trainer.fit()
         if semantic is not None:
-            result["semantic"] = semantic.describe
+            result["semantic"] = {**semantic.describe,
+                                  **(semantic.after_fit(trainer) if semantic.after_fit else {})}
             out.write_json(METRICS, result)
         return Output(counts={"best_epoch": result["best_epoch"], "epochs_run": result["epochs_run"]},
                       outputs=RUN_FILES, timings=timings, result=result)

@@ -1,0 +1,103 @@
+"""The false-hard-negative trap of semantic candidates, and the `hnlmrec` sampler's guard that closes it.
+
+Candidates taken from the untuned item-text neighbourhood of the positive (all-MiniLM-L6-v2, the embed stage's
+items.parquet: the 16 nearest of the positive, training positives excluded, plus 16 uniform draws) and picked by
+the live model (DNS rule) make DNS choose the user's future positives as negatives. This compares, on
+VALIDATION ONLY (the test split is never evaluated here), one seed, the table's LightGCN settings (d 64, 3
+layers, lr 2e-3, batch 1024, patience 20, model chosen on valid NDCG@20):
+
+* `dns`: DNS with M 32 uniform candidates (the classic reference);
+* `text-noguard`: the hnlmrec sampler on the text neighbours, guard off (the trap);
+* `text-guard`: the same with the default guard (live score >= rho * s(u, i), rho 0.95, or text cosine >=
+  text_threshold to a training positive: not eligible);
+* `text-guard-score` / `text-guard-text`: each rule of the guard alone.
+
+Runs go one at a time and write as they finish (a re-run skips rows already in the results file with the same
+settings; `--fresh` redoes them).
+
+    python -m benchmarks.hnlmrec_trap [--dataset amazon-scientific] [--rows dns,text-noguard,text-guard] [--fresh]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import time
+
+from hnl_ray.artifacts import Artifacts
+from hnl_ray.config import load_config
+from hnl_ray.config.loader import deep_merge
+from hnl_ray.pipeline import run_pipeline
+from hnl_ray.stages.train import build_run, semantic_parts
+
+from ._common import RESULTS, ROOT, WORK, console, machine
+
+CF = ["train.model.name=lightgcn", "train.model.dim=64", "train.model.layers=3", "train.optim.lr=0.002",
+      "train.optim.batch_size=1024", "train.optim.epochs=400", "train.eval.metric=ndcg@20",
+      "train.eval.patience=20", "train.runs={}", "ray.num_cpus=2"]
+TEXT = {"name": "hnlmrec", "hnlmrec": {"source": "text", "neighbours": 16, "uniform": 16, "rule": "dns"}}
+ROWS = {
+    "dns": {"sampler": {"name": "dns", "candidates": 32}},
+    "text-noguard": {"sampler": deep_merge(TEXT, {"hnlmrec": {"guard": {"enabled": False}}})},
+    "text-guard": {"sampler": TEXT},
+    "text-guard-score": {"sampler": deep_merge(TEXT, {"hnlmrec": {"guard": {"text_threshold": None}}})},
+    "text-guard-text": {"sampler": deep_merge(TEXT, {"hnlmrec": {"guard": {"rho": 1e9}}})},
+}
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="amazon-scientific")
+    ap.add_argument("--rows", default="dns,text-noguard,text-guard")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--fresh", action="store_true", help="redo rows already in the results file")
+    args = ap.parse_args()
+    names = args.rows.split(",")
+    if unknown := [n for n in names if n not in ROWS]:
+        raise SystemExit(f"--rows: unknown {', '.join(unknown)} (known: {', '.join(ROWS)})")
+    run_dir = str(WORK / f"trap-{args.dataset}")
+    cfg = load_config(ROOT / "configs" / f"{args.dataset}.yaml", CF, run_dir=run_dir)
+    run_pipeline(cfg, only="prepare")
+    run_pipeline(cfg, only="embed")  # the untuned item-text vectors (Ray Data, ~1 min on 2 cores)
+    art = Artifacts(run_dir)
+    data = art.cf_data()
+    out = RESULTS / f"hnlmrec-trap-{args.dataset}.json"
+    old = json.loads(out.read_text()) if out.exists() else {}
+    rows = {} if old.get("cf_settings") != CF else old.get("rows", {})
+    for name in names:
+        over = {**ROWS[name], "seed": args.seed}
+        if name in rows and rows[name].get("setting") == over and not args.fresh:
+            console.print(f"{name}: kept from {rows[name]['measured_at']}")
+            continue
+        tcfg = cfg.train.model_validate(deep_merge(cfg.train.model_dump(exclude={"runs"}), over))
+        folder = f"trap-{name}-s{args.seed}"
+        art.run.delete(art.cf_folder(folder))
+        parts, _ = semantic_parts(tcfg, art, data, args.seed)
+        t0 = time.perf_counter()
+        trainer = build_run(tcfg, art, data, art.cf_run(folder), folder, args.seed, progress=False, semantic=parts)
+        res = trainer.fit(evaluate_test=False)  # validation only: the test split is not touched
+        guard = [r["sampler"] for r in art.cf_log(folder) or [] if "sampler" in r]
+        rows[name] = {"setting": over, "valid": res["valid"], "best_epoch": res["best_epoch"],
+                      "epochs_run": res["epochs_run"], "wall_s": round(time.perf_counter() - t0, 1),
+                      "sampler_per_epoch_first_last": [guard[0], guard[-1]] if guard else None,
+                      "describe": parts.describe if parts else None, "commit": _commit(),
+                      "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        console.print(f"{name}: valid N@20 {res['valid']['ndcg@20']:.4f} R@20 {res['valid']['recall@20']:.4f} "
+                      f"(best epoch {res['best_epoch']}, {rows[name]['wall_s']:.0f} s)")
+        out.write_text(json.dumps({"benchmark": "hnlmrec-trap", "dataset": args.dataset, "split": "valid only",
+                                   "machine": machine(), "cf_settings": CF, "rows": rows}, indent=2,
+                                  default=float) + "\n")
+    console.print(f"wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
