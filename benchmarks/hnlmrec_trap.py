@@ -10,7 +10,8 @@ layers, lr 2e-3, batch 1024, patience 20, model chosen on valid NDCG@20):
 * `text-noguard`: the hnlmrec sampler on the text neighbours, guard off (the trap);
 * `text-guard`: the same with the default guard (live score >= rho * s(u, i), rho 0.95, or text cosine >=
   text_threshold to a training positive: not eligible);
-* `text-guard-score` / `text-guard-text`: each rule of the guard alone.
+* `text-guard-score` / `text-guard-text`: each rule of the guard alone;
+* `text-guard-strict`: the guard with its text rule at cosine 0.5 instead of 0.9.
 
 Runs go one at a time and write as they finish (a re-run skips rows already in the results file with the same
 settings; `--fresh` redoes them).
@@ -43,6 +44,8 @@ ROWS = {
     "text-guard": {"sampler": TEXT},
     "text-guard-score": {"sampler": deep_merge(TEXT, {"hnlmrec": {"guard": {"text_threshold": None}}})},
     "text-guard-text": {"sampler": deep_merge(TEXT, {"hnlmrec": {"guard": {"rho": 1e9}}})},
+    # the text rule at cosine 0.5: most of the positive's 16 nearest items are that close to a training positive
+    "text-guard-strict": {"sampler": deep_merge(TEXT, {"hnlmrec": {"guard": {"text_threshold": 0.5}}})},
 }
 
 
