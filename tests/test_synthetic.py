@@ -43,3 +43,37 @@ def test_users_follow_a_favourite_theme_and_popularity_is_skewed():
     counts = np.unique([r["item_id"] for r in inter], return_counts=True)[1]
     assert gini(counts) > 0.3  # a head and a long tail
     assert counts.max() > 5 * np.median(counts)
+
+
+def test_draws_follow_sampling_without_replacement():
+    """Each row's picks are a draw without replacement in proportion to its weights: with weights 0.7/0.2/0.1
+    and two picks, {0, 1} comes out with probability 0.7 * 0.2/0.3 + 0.2 * 0.7/0.8 = 0.6417."""
+    from hnl_ray.data.synthetic import _draw_distinct
+
+    rng = np.random.default_rng(0)
+    w = np.array([0.7, 0.2, 0.1])
+    cum = np.cumsum(w)
+    n = 20000
+    rows, items = _draw_distinct(rng, lambda r: np.searchsorted(cum, rng.random(len(r)), side="right"),
+                                 np.full(n, 2), 3, exclude=None, logits=lambda r: np.log(np.tile(w, (len(r), 1))))
+    assert np.bincount(rows, minlength=n).tolist() == [2] * n
+    picked = np.zeros((n, 3), dtype=bool)
+    picked[rows, items] = True
+    assert abs((picked[:, 0] & picked[:, 1]).mean() - 0.6417) < 0.015
+    # excluded items are never picked; weights on too few items are completed exactly (here: by the Gumbel path)
+    rows, items = _draw_distinct(rng, lambda r: np.zeros(len(r), dtype=int), np.full(50, 2), 3,
+                                 exclude=(np.arange(50), np.full(50, 2)),
+                                 logits=lambda r: np.log(np.tile([1.0, 1e-30, 1e-30], (len(r), 1))))
+    assert sorted(set(items.tolist())) == [0, 1] and np.bincount(rows).tolist() == [2] * 50
+
+
+def test_memory_grows_with_interactions_not_users_times_items():
+    """2000 users x 60k items: a dense users x items float matrix alone would be 0.96 GB."""
+    import tracemalloc
+
+    tracemalloc.start()
+    data = generate(SyntheticSource(n_users=2000, n_items=60_000, mean_interactions=10, keep_reviews=False), 1)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert data.interactions.num_rows > 15_000 and data.items.num_rows == 60_000
+    assert peak < 300 * 2**20, peak
