@@ -1,5 +1,9 @@
-"""Peak memory of a command and everything it starts (Ray's raylet, workers and actors included), sampled from the
-system's used memory: `/usr/bin/time` reports only the largest single process, which undercounts a Ray run.
+"""Peak memory of a command and everything it starts (Ray's raylet, workers and actors included).
+
+Two figures: the peak of the summed RSS of the command's process tree (what the command itself holds, not
+disturbed by other users of a shared machine), and the peak of the system's used memory above the start (which
+also counts page cache pressure and shared memory such as Ray's object store, but includes everyone else's
+growth). `/usr/bin/time` reports only the largest single process, which undercounts a Ray run.
 
     python -m benchmarks.memwatch -- make demo
 """
@@ -14,24 +18,51 @@ import time
 import psutil
 
 
-def main() -> None:
-    cmd = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]
+def tree_rss(pid: int) -> int:
+    """Summed resident memory of a process and all its descendants (0 once it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def watch(cmd: list[str], interval: float = 0.5) -> dict:
+    """Run `cmd`; returns its exit code, wall time and memory peaks (bytes)."""
     base = psutil.virtual_memory().used
-    peak = [base]
+    peak = {"tree": 0, "used": base}
     done = threading.Event()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd)
 
     def sample() -> None:
-        while not done.wait(0.5):
-            peak[0] = max(peak[0], psutil.virtual_memory().used)
+        while not done.wait(interval):
+            peak["tree"] = max(peak["tree"], tree_rss(proc.pid))
+            peak["used"] = max(peak["used"], psutil.virtual_memory().used)
 
-    threading.Thread(target=sample, daemon=True).start()
-    t0 = time.perf_counter()
-    rc = subprocess.call(cmd)
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    rc = proc.wait()
     done.set()
-    print(f"memwatch: {time.perf_counter() - t0:.1f} s wall, peak used memory above the start "
-          f"{(peak[0] - base) / 2**30:.2f} GiB (system used at start {base / 2**30:.2f} GiB), rc {rc}",
-          file=sys.stderr)
-    raise SystemExit(rc)
+    thread.join()
+    return {"rc": rc, "wall_s": time.perf_counter() - t0, "peak_tree_rss_bytes": peak["tree"],
+            "peak_used_above_start_bytes": peak["used"] - base, "used_at_start_bytes": base}
+
+
+def main() -> None:
+    cmd = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]
+    r = watch(cmd)
+    print(f"memwatch: {r['wall_s']:.1f} s wall, peak process-tree RSS {r['peak_tree_rss_bytes'] / 2**30:.2f} GiB, "
+          f"peak used memory above the start {r['peak_used_above_start_bytes'] / 2**30:.2f} GiB (system used at "
+          f"start {r['used_at_start_bytes'] / 2**30:.2f} GiB), rc {r['rc']}", file=sys.stderr)
+    raise SystemExit(r["rc"])
 
 
 if __name__ == "__main__":
