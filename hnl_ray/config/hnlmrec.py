@@ -69,6 +69,9 @@ class FinetuneConfig(Section):
                                                                "loss and in-batch accuracy.")
     num_workers: int = Field(2, ge=1, description="Ray Train workers (data parallel).")
     use_gpu: bool = Field(False, description="One GPU per worker.")
+    accelerator_type: str | None = Field(
+        None, description="With use_gpu: the GPU type every worker needs (Ray's accelerator type, e.g. A10G, L4, "
+        "A100), so that Train workers land on the node type sized for the model (null = any GPU).")
     cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker.")
     strategy: Literal["ddp", "fsdp"] = Field("ddp", description="`fsdp` for 7-8B models on GPUs.")
     checkpoint_every: int = Field(20, ge=1, description="Optimiser steps between checkpoints.")

@@ -21,6 +21,9 @@ class RayConfig(Section):
     )
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray (null = all).")
     object_store_memory: int | None = Field(None, ge=78_643_200, description="Bytes of a local Ray's object store.")
+    resource_wait_s: float = Field(
+        900, ge=0, description="How long a stage that needs GPUs (or an accelerator type) waits for the cluster's "
+        "autoscaler to add nodes before failing with the resource named. A local Ray fails at once.")
 
 
 class PipelineConfig(Section):

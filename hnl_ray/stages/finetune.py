@@ -193,9 +193,13 @@ def run(ctx: Context) -> dict:
 
     def work(fp: str) -> Output:
         ray = ctx.ray()
-        if cfg.finetune.use_gpu and ray.cluster_resources().get("GPU", 0) < cfg.finetune.num_workers:
-            raise StageError(f"finetune.use_gpu with {cfg.finetune.num_workers} workers, but the cluster has "
-                             f"{ray.cluster_resources().get('GPU', 0):g} GPUs")
+        if cfg.finetune.use_gpu:  # the autoscaler adds GPU nodes when there are none yet, or this names what's missing
+            from ..ray_utils import accelerator_bundle, ensure_resources
+
+            ft = cfg.finetune
+            ensure_resources([accelerator_bundle({"GPU": 1, "CPU": ft.cpus_per_worker}, ft.accelerator_type)]
+                             * ft.num_workers, f"finetune (num_workers={ft.num_workers}, use_gpu"
+                             + (f", accelerator_type={ft.accelerator_type}" if ft.accelerator_type else "") + ")")
         table = supervision(cfg, art)
         n_valid = int(round(table.num_rows * cfg.finetune.valid_share))
         order = np.random.default_rng(cfg.seed).permutation(table.num_rows)
@@ -215,7 +219,9 @@ def run(ctx: Context) -> dict:
         trainer = TorchTrainer(
             _train_loop, train_loop_config=loop_config,
             scaling_config=ScalingConfig(num_workers=cfg.finetune.num_workers, use_gpu=cfg.finetune.use_gpu,
-                                         resources_per_worker={"CPU": cfg.finetune.cpus_per_worker}),
+                                         resources_per_worker={"CPU": cfg.finetune.cpus_per_worker},
+                                         accelerator_type=cfg.finetune.accelerator_type if cfg.finetune.use_gpu
+                                         else None),
             run_config=RunConfig(storage_path=storage, storage_filesystem=None if art.run.is_local else fs,
                                  name=f"hnlmrec-{fp}",
                                  failure_config=FailureConfig(max_failures=cfg.finetune.max_failures),

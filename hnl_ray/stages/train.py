@@ -205,14 +205,19 @@ def run(ctx: Context) -> dict[str, dict]:
 
 def _on_gpu_workers(ctx: Context) -> bool:
     """`train.device: cuda` from a driver without a GPU (a cluster's CPU head, in a Ray job): each run becomes a
-    Ray task on a GPU worker instead of failing here."""
+    Ray task on a GPU worker instead of failing here (after the autoscaler has provided one)."""
     import torch
 
     if ctx.cfg.train.device != "cuda" or torch.cuda.is_available():
         return False
     if not (ctx.cfg.ray.address or os.environ.get("RAY_ADDRESS")):
         return False
-    return ctx.ray().cluster_resources().get("GPU", 0) >= 1
+    from ..ray_utils import ensure_resources
+
+    ctx.ray()
+    # GPU node types may start at zero nodes: the autoscaler adds one, or this fails naming the GPU
+    ensure_resources([{"GPU": 1, "CPU": 1}], "train.device: cuda (each CF run a Ray task on a GPU worker)")
+    return True
 
 
 def _train_on_gpu_workers(ctx: Context, names: list[str]) -> dict[str, dict]:

@@ -140,6 +140,12 @@ class HFEngine(Engine):
 
     def check(self) -> None:
         self.model_path = resolve_llm(self.cfg.model, self.cfg.model_cache)
+        if self.cfg.num_gpus > 0:  # GPU nodes may not exist yet: ask the autoscaler (fails naming what is missing)
+            from ...ray_utils import ensure_resources
+
+            ensure_resources([{"GPU": self.cfg.num_gpus, "CPU": self.cfg.num_cpus}] * self.cfg.concurrency,
+                             f"llm.engine hf (llm.num_gpus={self.cfg.num_gpus:g}, llm.concurrency="
+                             f"{self.cfg.concurrency})")
         if self.cfg.structured:
             try:
                 import xgrammar  # noqa: F401
@@ -160,7 +166,7 @@ class HFEngine(Engine):
             fn_constructor_kwargs=dict(model_path=self.model_path, max_new_tokens=c.max_new_tokens,
                                        max_prompt_tokens=c.max_prompt_tokens, top_p=c.top_p,
                                        structured=c.structured, schemas={k: json_schema_str(k) for k in SCHEMAS},
-                                       threads=c.threads, device="cuda" if c.num_gpus > 0 else self.device,
+                                       threads=c.threads, device=self.device,  # auto: the actor's GPU when it has one
                                        dtype=c.dtype, repetition_penalty=c.repetition_penalty),
             batch_size=c.batch_size, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=c.concurrency),
