@@ -108,27 +108,114 @@ def test_model_without_chat_template_is_refused(ray_session, tiny_llm, tmp_path)
         HFGenerator(str(bare), 8, 64, 1.0, False, {}, 1, "cpu", "float32")
 
 
+class WordTokenizer:
+    """A stand-in tokenizer (one token per word) with a chat template, for prompt fitting without a model."""
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
+        return " ".join(f"<{m['role']}> {m['content']}" for m in messages) + (" <assistant>" if add_generation_prompt
+                                                                              else "")
+
+    def encode(self, text, add_special_tokens=False):
+        return text.split()
+
+    def decode(self, ids):
+        return " ".join(ids)
+
+
 def test_vllm_config_and_processing_without_a_gpu():
     cfg = load_config(sets=["llm.engine=vllm", "llm.model=Qwen/Qwen2.5-0.5B-Instruct", "llm.vllm.concurrency=2",
                             "llm.vllm.max_model_len=2048", "llm.vllm.engine_kwargs={enforce_eager: true}"]).llm
     pc = vllm_engine.processor_config(cfg)
     assert pc.model_source == "Qwen/Qwen2.5-0.5B-Instruct" and pc.concurrency == 2
+    assert pc.get_concurrency(autoscaling_enabled=True) == {"min_size": 1, "max_size": 2}  # what Ray makes of it
     assert pc.engine_kwargs["max_model_len"] == 2048 and pc.engine_kwargs["enforce_eager"] is True
     assert pc.engine_kwargs["enable_prefix_caching"] is True and pc.should_continue_on_error
+    fixed = load_config(sets=["llm.engine=vllm", "llm.model=m/m", "llm.vllm.concurrency=[3, 3]"]).llm
+    assert vllm_engine.processor_config(fixed).get_concurrency() == {"min_size": 3, "max_size": 3}
+    with pytest.raises(Exception, match="m <= n"):
+        load_config(sets=["llm.engine=vllm", "llm.vllm.concurrency=[3, 1]"])
     row = {"id": "item:1", "kind": "hard_negative", "system": "s", "user": "u", "temperature": 0.0, "seed": 3}
-    pre = vllm_engine.preprocess(row, cfg)
-    assert pre["messages"][1] == {"role": "user", "content": "u"}
+    pre = vllm_engine.preprocess(row, cfg, tokenizer=WordTokenizer())
+    assert pre["messages"][1] == {"role": "user", "content": "u"} and pre["truncated"] is False
     assert pre["sampling_params"]["structured_outputs"]["json"]["required"] == ["hard_negative_item", "reasoning"]
-    ok = vllm_engine.postprocess({**pre, "generated_text": "{}", "num_generated_tokens": 5, "num_input_tokens": 9})
+    ok = vllm_engine.finish({**pre, "generated_text": "{}", "num_generated_tokens": 5, "num_input_tokens": 9,
+                             "__inference_error__": ""})
     assert ok["text"] == "{}" and ok["error"] is None and ok["gen_tokens"] == 5 and ok["id"] == "item:1"
-    assert "messages" not in ok and "sampling_params" not in ok
-    bad = vllm_engine.postprocess({**pre, "__inference_error__": "CUDA OOM"})
-    assert bad["text"] is None and bad["error"] == "CUDA OOM"
+    assert "messages" not in ok and "sampling_params" not in ok and "__inference_error__" not in ok
 
 
-def test_vllm_on_a_cluster_without_gpus_fails_fast(ray_session):
+def test_vllm_prompts_are_cut_to_max_model_len():
+    cfg = load_config(sets=["llm.engine=vllm", "llm.model=m/m", "llm.vllm.max_model_len=128",
+                            "llm.max_new_tokens=40"]).llm
+    budget = vllm_engine.prompt_budget(cfg)
+    assert budget == 128 - 40 - vllm_engine.PROMPT_MARGIN
+    system = "Answer in JSON about the user."
+    row = {"id": "user:1", "kind": "user_profile", "system": system, "user": " ".join(f"w{k}" for k in range(500)),
+           "temperature": 0.0, "seed": 1}
+    pre = vllm_engine.preprocess(row, cfg, tokenizer=WordTokenizer())
+    tok = WordTokenizer()
+    rendered = tok.encode(tok.apply_chat_template(pre["messages"]))
+    assert pre["truncated"] is True and len(rendered) <= budget and pre["prompt_tokens"] == len(rendered)
+    assert pre["messages"][0]["content"] == system  # the instructions are never cut
+    assert pre["messages"][1]["content"].startswith("w0 w1") and len(rendered) > budget - 3
+    out = vllm_engine.finish({**pre, "generated_text": "{}", "num_generated_tokens": 2, "num_input_tokens": 0,
+                              "__inference_error__": ""})
+    assert out["truncated"] is True and out["prompt_tokens"] == len(rendered)
+    with pytest.raises(EngineError, match="raise max_model_len"):
+        vllm_engine.prompt_budget(load_config(sets=["llm.engine=vllm", "llm.vllm.max_model_len=128",
+                                                    "llm.max_new_tokens=100"]).llm)
+
+
+def test_vllm_error_rows_keep_their_reason_and_one_processor_serves_every_retry(ray_session, tiny_llm, tmp_path,
+                                                                                  monkeypatch):
+    """Ray's processor stubbed at its documented boundary: build_processor(config, preprocess, postprocess) returns
+    a Dataset -> Dataset callable; Ray's own wrap_preprocess/wrap_postprocess (with should_continue_on_error, error
+    rows bypass the postprocess) frame a fake engine stage that fails item:0 and answers item:1 badly once."""
+    import ray.data.llm
+    from ray.llm._internal.batch.stages.base import wrap_postprocess, wrap_preprocess
+
+    import hnl_ray.ray_utils as ray_utils
+
+    built, asked = [], []
+    monkeypatch.setattr(ray_utils, "ensure_resources", lambda bundles, what, wait_s=None: asked.append(bundles))
+
+    def fake_build_processor(config, preprocess=None, postprocess=None, **_):
+        built.append(config)
+        pre = wrap_preprocess(preprocess, "__data")
+        post = wrap_postprocess(postprocess or (lambda r: r), "__data",
+                                include_error_column=config.should_continue_on_error)
+
+        def stage(row):
+            data = dict(row["__data"])
+            if data["id"] == "item:0":  # what vLLMEngineStageUDF returns for a failed row
+                return {"__data": {**data, "prompt": "...", "num_input_tokens": 0, "request_id": -1,
+                                   "__inference_error__": "ValueError: The decoder prompt is too long"}}
+            text = "not json" if data["id"] == "item:1" and data["seed"] == 1 else '{"summarization": "A toy."}'
+            return {"__data": {**data, "generated_text": text, "num_generated_tokens": 4,
+                               "num_input_tokens": data["prompt_tokens"], "__inference_error__": ""}}
+
+        return lambda ds: ds.map(pre).map(stage).map(post)
+
+    monkeypatch.setattr(ray.data.llm, "build_processor", fake_build_processor)
+    cfg = load_config(sets=["llm.engine=vllm", f"llm.model={tiny_llm}", "llm.retries=1", "llm.shard_rows=2"]).llm
+    engine = build_engine(cfg)
+    run = RunDir(str(tmp_path))
+    counts = run_generation(run, "gen", prompt_rows(3), engine, cfg, seed=1)
+    out = {r["id"]: r for r in read_shards(run, "gen").to_pylist()}
+    assert out["item:0"]["status"] == "failed" and "decoder prompt is too long" in out["item:0"]["error"]
+    assert out["item:0"]["attempts"] == 2 and counts.engine_errors == 2  # retried once, reason kept both times
+    assert out["item:1"]["status"] != "failed" and out["item:1"]["attempts"] == 2
+    assert out["item:2"]["summarization"] == "A toy." and out["item:2"]["prompt_tokens"] > 0
+    assert len(built) == 1  # one processor for both rounds
+    assert asked == [[{"GPU": 1}]]
+
+
+def test_vllm_on_a_cluster_without_gpus_fails_fast(ray_session, monkeypatch):
+    import hnl_ray.ray_utils as ray_utils
+
+    monkeypatch.setitem(ray_utils._CLUSTER, "local", True)  # as when hnl-ray started this Ray itself
     cfg = load_config(sets=["llm.engine=vllm", "llm.model=some/model"]).llm
-    with pytest.raises(EngineError, match="has 0 GPUs.*wait for a GPU forever"):
+    with pytest.raises(ray_utils.ResourceUnavailable, match=r"llm.engine vllm .*needs 1 x \{GPU: 1\}.*0 GPU"):
         build_engine(cfg).check()
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -28,7 +28,9 @@ class HttpConfig(Section):
 class VLLMConfig(Section):
     """Ray's `ray.data.llm` vLLM processor on GPU actors (extra `gpu`)."""
 
-    concurrency: int = Field(1, ge=1, description="Number of vLLM engine replicas (a fixed pool).")
+    concurrency: Annotated[int, Field(ge=1)] | tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = Field(
+        1, description="vLLM engine replicas. An int n is an autoscaling pool of 1 to n replicas (Ray 2.60's vLLM "
+        "processor); `[m, n]` scales between m and n (`[n, n]`: a fixed pool of n).")
     batch_size: int = Field(64, ge=1, description="Rows per batch sent to an engine.")
     accelerator_type: str | None = Field(None, description="Ray accelerator type, e.g. H100, A10G (null = any).")
     max_model_len: int = Field(4096, ge=128, description="vLLM max_model_len.")
@@ -36,6 +38,12 @@ class VLLMConfig(Section):
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine replica.")
     enable_prefix_caching: bool = Field(True, description="vLLM prefix caching (prompts share instructions).")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Other vLLM engine arguments.")
+
+    @model_validator(mode="after")
+    def _pool(self) -> "VLLMConfig":
+        if isinstance(self.concurrency, tuple) and self.concurrency[0] > self.concurrency[1]:
+            raise ValueError(f"concurrency [m, n] needs m <= n, got {list(self.concurrency)}")
+        return self
 
 
 class LLMConfig(Section):

