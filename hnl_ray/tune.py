@@ -10,6 +10,7 @@ after the sweep.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import shutil
@@ -90,6 +91,46 @@ def param_space(t: TuneConfig) -> dict:
     return out
 
 
+def sweep_definition(cfg: Config, base: dict) -> dict:
+    """What a sweep is: restoring an experiment is only right when all of this is unchanged."""
+    t = cfg.tune
+    return {"space": t.space, "search": t.search, "num_samples": t.num_samples, "metric": t.metric,
+            "scheduler": t.scheduler, "grace_period": t.grace_period, "reduction_factor": t.reduction_factor,
+            "base": base, "seed": cfg.seed}
+
+
+def same_sweep(art: Artifacts, sweep: str, definition: dict) -> None:
+    """Raise unless the experiment of `sweep` was started with this very sweep definition."""
+    text = art.tune_file(sweep, "sweep.json")
+    before = json.loads(text) if text else None
+    if before != json.loads(json.dumps(definition)):
+        changed = sorted(k for k in definition if before is None or before.get(k) != definition[k])
+        where = art.tune_dir(sweep)
+        raise SweepSpaceError(
+            f"tune: {where} holds a sweep of this name with other settings (changed: "
+            f"{', '.join(changed) if before else 'unknown, it has no sweep.json'}). Give the edited sweep a new "
+            f"tune.name, or delete {where} to start it again")
+
+
+def asha_max_t(cfg: Config, base: dict) -> int:
+    """ASHA's last rung: the epochs a trial can run, i.e. the base run's `optim.epochs` (or the largest swept)."""
+    dom = cfg.tune.space.get("optim.epochs")
+    if dom:
+        kind, values = next(iter(dom.items()))
+        return int(max(values))
+    return int(base["optim"]["epochs"])
+
+
+def _optuna(metric: str, seed: int):
+    try:
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(metric=metric, mode="max", seed=seed)
+    except (ImportError, AssertionError) as exc:  # Ray asserts that optuna is importable
+        raise SweepSpaceError("tune.search: optuna needs the package optuna: pip install 'hnl-ray[tune]' (or "
+                              "use tune.search: grid / random)") from exc
+
+
 def _trial(params: dict, *, base: dict, run: RunDir, seed: int, metric: str) -> None:
     """One Tune trial: CF training reporting the validation metric after each evaluation."""
     import ray.tune
@@ -147,16 +188,14 @@ def run_tune(cfg: Config, run: RunDir | None = None) -> dict:
         tune.with_parameters(_trial, base=base, run=art.run, seed=cfg.seed, metric=metric),
         {"cpu": t.cpus_per_trial, "gpu": t.gpus_per_trial})
     path = os.path.join(storage, "ray")
+    definition = sweep_definition(cfg, base)
     if tune.Tuner.can_restore(path):
+        same_sweep(art, t.name, definition)
         log.info("tune: resuming the experiment in %s", path)
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     else:
-        search_alg = None
-        if t.search == "optuna":
-            from ray.tune.search.optuna import OptunaSearch
-
-            search_alg = OptunaSearch(metric=metric, mode="max", seed=cfg.seed)
-        scheduler = (ASHAScheduler(time_attr="epoch", metric=metric, mode="max", max_t=cfg.train.optim.epochs,
+        search_alg = _optuna(metric, cfg.seed) if t.search == "optuna" else None
+        scheduler = (ASHAScheduler(time_attr="epoch", metric=metric, mode="max", max_t=asha_max_t(cfg, base),
                                    grace_period=t.grace_period, reduction_factor=t.reduction_factor)
                      if t.scheduler == "asha" else None)
         tuner = tune.Tuner(
@@ -166,6 +205,7 @@ def run_tune(cfg: Config, run: RunDir | None = None) -> dict:
                                         **({} if scheduler else {"metric": metric, "mode": "max"})),
             run_config=tune.RunConfig(storage_path=storage, name="ray", verbose=0,
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+        art.write_tune_file(t.name, "sweep.json", definition)
     grid = tuner.fit()
     return summarise(cfg, art, grid, metric)
 

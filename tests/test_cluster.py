@@ -22,7 +22,36 @@ def test_cluster_yaml_matches_rays_schema():
     assert cfg["head_node_type"] in types and types[cfg["head_node_type"]]["resources"].get("GPU", 0) == 0
     gpu_types = [n for n, t in types.items() if t["resources"].get("GPU", 0) > 0]
     assert len(gpu_types) >= 2 and all("max_workers" in types[n] for n in gpu_types)
-    assert "gpu" in cfg["docker"]["image"] and any("hnl-ray" in c and "[gpu]" in c for c in cfg["setup_commands"])
+    # GPU types start at zero nodes: stages ask the autoscaler (ray_utils.ensure_resources), never count live GPUs
+    assert all(types[n].get("min_workers", 0) == 0 for n in gpu_types)
+    # an image with vLLM at the version ray[llm]==RAY pins, so no node installs it at start
+    assert cfg["docker"]["image"].startswith(f"rayproject/ray-llm:{ray.__version__}-")
+    assert any("pip install" in c and "hnl-ray" in c for c in cfg["setup_commands"])
+    for name, t in types.items():
+        # a current GPU AMI, resolved by EC2 at launch (Ray's built-in default DLAMI has CUDA 11.2)
+        assert t["node_config"]["ImageId"].startswith("resolve:ssm:/aws/service/deeplearning/ami/"), name
+    for n in gpu_types:
+        # workers read and write s3:// run directories: Ray attaches its IAM profile to the head only
+        assert types[n]["node_config"]["IamInstanceProfile"]["Name"], n
+        # an accelerator type per node type, which stages select (finetune.accelerator_type, llm.vllm.*)
+        assert any(k.startswith("accelerator_type:") for k in types[n]["resources"]), n
+
+
+def test_presets_pin_each_stage_to_its_node_type():
+    from hnl_ray.config import load_config
+
+    cfg = yaml.safe_load(open(os.path.join(REPO, "cluster.yaml")))
+    offered = {k.split(":", 1)[1] for t in cfg["available_node_types"].values() for k in t["resources"]
+               if k.startswith("accelerator_type:")}
+    for preset in ("qwen2.5-7b-gpu", "llama3-8b-gpu"):
+        c = load_config(os.path.join(REPO, "configs", "presets", f"{preset}.yaml"))
+        assert c.finetune.accelerator_type in offered and c.llm.vllm.accelerator_type in offered, preset
+
+
+def test_runtime_env_leaves_hub_access_and_secrets_to_the_environment():
+    env = yaml.safe_load(open(os.path.join(REPO, "runtime_env.yaml")))
+    assert "HF_HUB_OFFLINE" not in env.get("env_vars", {})  # hub ids in the presets must load on online clusters
+    assert not any("TOKEN" in k or "SECRET" in k or "KEY" in k for k in env.get("env_vars", {}))
 
 
 def test_runtime_env_keeps_the_upload_small():
