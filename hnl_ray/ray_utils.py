@@ -16,7 +16,7 @@ class RayConnectError(HnlRayError, RuntimeError):
     pass
 
 
-class ResourceUnavailable(RuntimeError):
+class ResourceUnavailable(HnlRayError, RuntimeError):
     """The cluster could not provide a stage's resources (GPUs, an accelerator type) within the wait."""
 
 
