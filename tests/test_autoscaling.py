@@ -85,7 +85,8 @@ def autoscaling_cluster():
     with open(config_file, "w") as f:
         json.dump(config, f)
     port = _free_port()
-    env = {**os.environ, "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_FAKE_CLUSTER": "1", "RAY_AUTH_MODE": "disabled"}
+    env = {"RAY_agent_register_timeout_ms": "300000", **os.environ, "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+           "RAY_FAKE_CLUSTER": "1", "RAY_AUTH_MODE": "disabled"}  # a long agent wait: loaded shared machines
     ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
     try:
         started = subprocess.run([ray_bin, "start", "--head", f"--port={port}", f"--temp-dir={temp_dir}",

@@ -73,7 +73,11 @@ class FinetuneConfig(Section):
         None, description="With use_gpu: the GPU type every worker needs (Ray's accelerator type, e.g. A10G, L4, "
         "A100), so that Train workers land on the node type sized for the model (null = any GPU).")
     cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker.")
-    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="`fsdp` for 7-8B models on GPUs.")
+    strategy: Literal["ddp"] = Field(
+        "ddp", description="DDP over the base model (bf16 on GPU, fp32 LoRA adapters): only the adapter's "
+        "gradients are all-reduced, so with gradient_checkpointing a 7-8B base fits one A100 per worker. FSDP was "
+        "removed: Ray's prepare_model wraps FSDP1 without use_orig_params (refused with LoRA's mixed "
+        "requires_grad) and without a wrap policy (nothing sharded).")
     checkpoint_every: int = Field(20, ge=1, description="Optimiser steps between checkpoints.")
     max_failures: int = Field(2, ge=0, description="Worker failures recovered from the last checkpoint.")
     threads: int | None = Field(None, ge=1, description="torch threads per CPU worker (null: cores / workers).")

@@ -35,8 +35,10 @@ def check_targets(model: nn.Module, targets: list[str]) -> None:
 
 class LLMEncoder(nn.Module):
     def __init__(self, base_path: str, cfg: FinetuneConfig, cf_dim: int | None = None, lora: bool = True,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype | None = None):
         super().__init__()
+        if dtype is None:  # bf16 where a GPU is (an 8B base: 16 GB, not 32 GB in fp32); fp32 on CPU
+            dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
         from transformers import AutoModel, AutoTokenizer
 
         self.cfg = cfg

@@ -3,7 +3,7 @@ the CF teacher.
 
 Data: query = instruction + the user's profile + the interacted item's title and profile; positive = the
 teacher's hard negative j* (title + profile); negatives = the other positives of the global batch (and
-optionally random catalog items). Ray Train runs `TorchTrainer` with `prepare_model` (DDP, or FSDP), the pairs as
+optionally random catalog items). Ray Train runs `TorchTrainer` with `prepare_model` (DDP over a bf16 base on GPU), the pairs as
 a Ray Dataset sharded to the workers, bf16 on GPU, gradient accumulation, and checkpoints (adapter weights and
 optimiser state as safetensors) every `checkpoint_every` steps under `RunConfig(storage_path, name)` with
 `FailureConfig(max_failures)`: a killed worker resumes from the last checkpoint, and a re-submitted job with the
@@ -82,9 +82,8 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
         enc.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if world > 1 or use_gpu:
         # Queries and items go through the same module in two forward passes per step: DDP needs a static graph.
-        kwargs = {"static_graph": True} if cfg.strategy == "ddp" else {}
-        model = ray.train.torch.prepare_model(enc, parallel_strategy=cfg.strategy,
-                                              parallel_strategy_kwargs=kwargs)
+        model = ray.train.torch.prepare_model(enc, parallel_strategy="ddp",
+                                              parallel_strategy_kwargs={"static_graph": True})
     else:
         model = enc.to(device)
     inner: LLMEncoder = model.module if hasattr(model, "module") else model
