@@ -85,6 +85,10 @@ def autoscaling_cluster():
     with open(config_file, "w") as f:
         json.dump(config, f)
     port = _free_port()
+    import ray._private.services
+
+    # the fake provider's nodes join this head (its default would be port 6379)
+    config["provider"]["gcs_address"] = f"{ray._private.services.get_node_ip_address()}:{port}"
     env = {"RAY_agent_register_timeout_ms": "300000", **os.environ, "AUTOSCALER_UPDATE_INTERVAL_S": "1",
            "RAY_FAKE_CLUSTER": "1", "RAY_AUTH_MODE": "disabled"}  # a long agent wait: loaded shared machines
     ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
