@@ -168,10 +168,13 @@ def tune(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = Non
     with one_line_errors("tune"):
         cfg = load_config(config, set_ or [], run_dir)
         from .report import write_report
+        from .runlock import hold
+        from .storage import RunDir
         from .tune import run_tune
 
-        res = run_tune(cfg)
-        write_report(cfg, tune_dir=cfg.tune.name)
+        with hold(RunDir(cfg.resolved_run_dir()), "hnl-ray tune"):
+            res = run_tune(cfg)
+            write_report(cfg, tune_dir=cfg.tune.name)
     run = cfg.resolved_run_dir()
     test = ", ".join(f"{k} {v:.4f}" for k, v in res["test"].items() if k.startswith(("recall", "ndcg")))
     out.print(f"{res['trials']} trials, {res['stopped_early']} stopped early by ASHA. Best by validation: "

@@ -1,7 +1,9 @@
 """Stage manifests: what a stage was run with and what it wrote, so an identical re-run is skipped.
 
 A stage's *fingerprint* hashes its config section and the fingerprints of the stages it read; a stage is fresh
-when its manifest carries the same fingerprint and every output it lists still exists.
+when its manifest carries the same fingerprint and every file it records is still there with the size and SHA-256
+it had when the stage finished (its `outputs`, or the `part-*.parquet` shards of a folder that lists none). A
+truncated or altered file makes the stage run again, with a message naming the file (`damaged`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import time
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -17,6 +20,8 @@ from . import __version__
 from .storage import RunDir
 
 MANIFEST = "manifest.json"
+
+log = logging.getLogger(__name__)
 
 
 def digest(obj: Any) -> str:
@@ -45,7 +50,40 @@ def is_fresh(run: RunDir, stage_dir: str, fp: str, key: str = "fingerprint") -> 
     m = load(run, stage_dir)
     if m is None or m.get(key, m.get("fingerprint")) != fp:
         return False
-    return all(run.exists(stage_dir, out) for out in m.get("outputs", []))
+    if not all(run.exists(stage_dir, out) for out in m.get("outputs", [])):
+        return False
+    bad = damaged(run, stage_dir, m)
+    for name, why in bad.items():
+        log.warning("%s/%s: %s since the stage finished: the stage runs again", stage_dir, name, why)
+    return not bad
+
+
+def recorded_files(run: RunDir, stage_dir: str, outputs: list[str]) -> list[str]:
+    """The files a manifest vouches for: the outputs it lists, else the folder's shards."""
+    if outputs:
+        return list(outputs)
+    return [n for n in run.list(stage_dir, suffix=".parquet") if n.startswith("part-")]
+
+
+def file_record(run: RunDir, stage_dir: str, name: str) -> dict:
+    data = run.read_bytes(f"{stage_dir}/{name}")
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def damaged(run: RunDir, stage_dir: str, m: dict | None = None) -> dict[str, str]:
+    """name -> what changed, for the files a finished stage's manifest recorded (missing, resized, rewritten).
+    Manifests written before files were recorded vouch for nothing and find nothing damaged."""
+    m = m if m is not None else load(run, stage_dir)
+    out: dict[str, str] = {}
+    for name, rec in ((m or {}).get("files") or {}).items():
+        info = run.fs.get_file_info(run.path(stage_dir, name))
+        if info.size is None:
+            out[name] = "missing"
+        elif info.size != rec.get("bytes"):
+            out[name] = f"size changed ({rec.get('bytes')} -> {info.size} bytes)"
+        elif file_record(run, stage_dir, name)["sha256"] != rec.get("sha256"):
+            out[name] = "content changed (SHA-256 differs)"
+    return out
 
 
 def files_digest(run: RunDir, stage_dir: str, names: list[str]) -> str | None:
@@ -67,6 +105,8 @@ def write(run: RunDir, stage_dir: str, *, stage: str, fp: str, config_part: Any,
         "config": config_part,
         "inputs": inputs,
         "outputs": outputs,
+        "files": {n: file_record(run, stage_dir, n) for n in recorded_files(run, stage_dir, outputs)
+                  if run.exists(stage_dir, n)},
         "counts": counts,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "package_version": __version__,

@@ -50,8 +50,15 @@ def run_pipeline(cfg: Config, run: RunDir | None = None, from_: str | None = Non
     unknown = [f for f in force if f not in registry.names()]
     if unknown:
         raise UsageError(f"--force: unknown stage(s) {', '.join(unknown)}; stages: {', '.join(registry.names())}")
+    from .runlock import hold
+
+    with hold(context(cfg, run).run, "hnl-ray run"):
+        return _run_stages(cfg, run, selected(cfg, from_, only), force, config_path, on_stage)
+
+
+def _run_stages(cfg, run, stages, force, config_path, on_stage) -> dict[str, object]:
     results: dict[str, object] = {}
-    for stage in selected(cfg, from_, only):
+    for stage in stages:
         t0 = time.perf_counter()
         try:
             res = stage.run(context(cfg, run, force=stage.name in force))

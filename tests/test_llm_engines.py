@@ -71,7 +71,7 @@ class ScriptedEngine(Engine):
 
 
 def test_failed_answers_are_retried_then_kept_with_reason_and_raw(ray_session, tmp_path):
-    cfg = load_config(sets=["llm.retries=1", "llm.shard_rows=2"]).llm
+    cfg = load_config(sets=["llm.retries=1", "llm.shard_rows=2", "llm.max_failure_share=0.5"]).llm
     good = '{"summarization": "fine", "reasoning": "r"}'
 
     def replies(attempt, ids):  # item:0 is fixed by the retry; item:1 never answers in JSON
@@ -236,9 +236,9 @@ def test_http_payload_and_answer_parsing(monkeypatch):
     body = http_engine.payload({"system": "s", "user": "u", "temperature": 0.5, "seed": 2, "kind": "user_profile"},
                                cfg)
     assert body["model"] == "m" and body["response_format"]["json_schema"]["name"] == "user_profile"
-    assert http_engine.answer({"choices": [{"message": {"content": "hi"}}], "usage": {"completion_tokens": 3}}) \
-        == ("hi", None, 3)
-    text, err, _ = http_engine.answer({"error": {"message": "rate limited"}})
+    assert http_engine.answer({"choices": [{"message": {"content": "hi"}, "finish_reason": "length"}],
+                               "usage": {"completion_tokens": 3}}) == ("hi", None, 3, "length")
+    text, err, _, _ = http_engine.answer({"error": {"message": "rate limited"}})
     assert text is None and "rate limited" in err
 
 

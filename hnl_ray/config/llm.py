@@ -17,9 +17,16 @@ class HttpConfig(Section):
     api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key "
                                                       "(sent as a Bearer token). Keys are never read from files.")
     qps: int | None = Field(None, ge=1, description="Requests per second per worker (null = unlimited).")
-    max_retries: int = Field(3, ge=0, description="Retries with exponential backoff on connection errors and "
-                                                  "429/5xx answers.")
-    retry_wait_s: float = Field(1.0, gt=0, description="First backoff wait; doubles on each retry.")
+    max_retries: int = Field(3, ge=0, description="Retries of one request, with exponential backoff and jitter, "
+                                                  "on timeouts, connection errors, 408/409/425/429/5xx answers "
+                                                  "and bodies that are not JSON; then that row fails with the "
+                                                  "reason (the stage goes on).")
+    retry_wait_s: float = Field(1.0, gt=0, description="First backoff wait; doubles on each retry (times a "
+                                                       "random 0.5-1). A `Retry-After` header waits at least that.")
+    max_wait_s: float = Field(60.0, gt=0, description="Longest single wait between retries, `Retry-After` "
+                                                      "included.")
+    timeout_s: float = Field(120.0, gt=0, description="Seconds one request may take (connect to last byte) "
+                                                      "before it counts as failed and is retried.")
     concurrency: int = Field(1, ge=1, description="Ray Data workers sending requests.")
     json_schema: bool = Field(True, description="Send the output JSON schema as `response_format` (servers that "
                                                 "support it then constrain decoding).")
@@ -65,7 +72,12 @@ class LLMConfig(Section):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling.")
     repetition_penalty: float = Field(1.15, ge=1, description="hf/vllm: penalty on repeated tokens (small models "
                                                               "loop without it).")
-    retries: int = Field(2, ge=0, description="Attempts after the first for answers that fail validation.")
+    retries: int = Field(2, ge=0, description="Attempts after the first for answers that fail validation or were "
+                                              "cut off by the token limit (a truncated answer is kept, marked, "
+                                              "only from the last attempt).")
+    max_failure_share: float = Field(0.2, ge=0, le=1, description="A generation stage in which a larger share "
+                                                                  "of rows failed fails with a summary of the "
+                                                                  "reasons and is not marked complete.")
     retry_temperature: float = Field(0.7, ge=0, description="Temperature of retries (with a new seed each).")
     structured: bool = Field(True, description="Constrain decoding to the output JSON schema (hf: xgrammar; "
                                                "vllm: structured outputs; http: response_format).")

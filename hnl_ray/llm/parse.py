@@ -1,9 +1,15 @@
 """Turning a model's reply into a validated answer.
 
 `extract_json` finds the JSON object in a reply (code fences, chatter before or after, trailing commas, single
-quotes, a reply cut off by the token limit) and says whether it had to repair it. `validate` checks the object
-against the output schema. A reply that cannot be repaired or validated is a failure with its reason; nothing is
-ever invented to replace it.
+quotes, a reply cut off by the token limit) and says whether it had to repair it, and whether the repair had to
+close a string or bracket (the reply stopped inside its JSON). `validate` checks the object against the output
+schema. A reply that cannot be repaired or validated is a failure with its reason; nothing is ever invented to
+replace it.
+
+Statuses: `ok`; `repaired` (fences, chatter, commas, quotes or the word limit fixed, nothing lost); `truncated`
+(the reply was cut off: the repair closed a string/bracket, or the engine said `finish_reason: length` and the
+JSON needed any repair): what it says may be cut mid-sentence, so generation retries it first and keeps it,
+marked, only from the last attempt; `failed`.
 """
 
 from __future__ import annotations
@@ -20,12 +26,12 @@ from .schemas import MAX_NEGATIVE_WORDS, SCHEMAS
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
 
-OK, REPAIRED, FAILED = "ok", "repaired", "failed"
+OK, REPAIRED, TRUNCATED, FAILED = "ok", "repaired", "truncated", "failed"
 
 
 @dataclass
 class Parsed:
-    status: str  # ok | repaired | failed
+    status: str  # ok | repaired | truncated | failed
     value: dict | None
     error: str | None = None
 
@@ -82,19 +88,25 @@ def _balanced(text: str, start: int) -> str | None:
 
 def extract_json(reply: str) -> tuple[Any, bool, str | None]:
     """(object or None, repaired?, error)."""
+    obj, repaired, _closed, err = extract_json_ex(reply)
+    return obj, repaired, err
+
+
+def extract_json_ex(reply: str) -> tuple[Any, bool, bool, str | None]:
+    """(object or None, repaired?, closed a cut-off string or bracket?, error)."""
     if reply is None or not reply.strip():
-        return None, False, "empty reply"
+        return None, False, False, "empty reply"
     text = reply.strip()
     try:
-        return json.loads(text), False, None
-    except ValueError:
+        return json.loads(text), False, False, None
+    except (ValueError, RecursionError):
         pass
     fence = _FENCE.search(text)
     if fence:
         text = fence.group(1).strip()
     start = text.find("{")
     if start < 0:
-        return None, False, "no JSON object in the reply"
+        return None, False, False, "no JSON object in the reply"
     candidate = _balanced(text, start)
     truncated = candidate is None
     if truncated:
@@ -104,16 +116,18 @@ def extract_json(reply: str) -> tuple[Any, bool, str | None]:
         attempts.append(candidate.replace("'", '"'))
     for attempt in attempts:
         try:
-            return json.loads(attempt), True, None
-        except ValueError:
+            return json.loads(attempt), True, truncated, None
+        except (ValueError, RecursionError):
             continue
-    return None, False, "unparseable JSON" + (" (reply was cut off)" if truncated else "")
+    return None, False, truncated, "unparseable JSON" + (" (reply was cut off)" if truncated else "")
 
 
-def validate(kind: str, reply: str) -> Parsed:
-    obj, repaired, err = extract_json(reply)
+def validate(kind: str, reply: str, cut_off: bool = False) -> Parsed:
+    """The answer in `reply`. `cut_off`: the engine says generation stopped at the token limit."""
+    obj, repaired, closed, err = extract_json_ex(reply)
     if obj is None:
-        return Parsed(FAILED, None, err)
+        err = err or "the reply is JSON null, not an object"
+        return Parsed(FAILED, None, err + (" (stopped at the token limit)" if cut_off else ""))
     if not isinstance(obj, dict):
         return Parsed(FAILED, None, f"expected a JSON object, got {type(obj).__name__}")
     model = SCHEMAS[kind]
@@ -126,5 +140,8 @@ def validate(kind: str, reply: str) -> Parsed:
         value = model.model_validate(obj).model_dump()
     except ValidationError as exc:
         first = exc.errors()[0]
-        return Parsed(FAILED, None, f"{'.'.join(map(str, first['loc'])) or 'answer'}: {first['msg']}")
+        cut = " (the reply was cut off)" if closed or cut_off else ""
+        return Parsed(FAILED, None, f"{'.'.join(map(str, first['loc'])) or 'answer'}: {first['msg']}{cut}")
+    if closed or (cut_off and repaired):
+        return Parsed(TRUNCATED, value, "the reply was cut off (token limit): its last field may be incomplete")
     return Parsed(REPAIRED if repaired else OK, value)

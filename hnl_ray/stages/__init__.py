@@ -123,8 +123,12 @@ def context(cfg: Config, run: RunDir | str | None = None, **kwargs: Any) -> Cont
 
 
 def run_stage(name: str, cfg: Config, run: RunDir | str | None = None, **kwargs: Any) -> dict:
-    """Run (or skip) one stage: `run_stage("embed", cfg, force=True)`."""
-    return get(name).run(context(cfg, run, **kwargs))
+    """Run (or skip) one stage: `run_stage("embed", cfg, force=True)`, holding the run directory's lock."""
+    from ..runlock import hold
+
+    ctx = context(cfg, run, **kwargs)
+    with hold(ctx.run, f"hnl-ray {name}"):
+        return get(name).run(ctx)
 
 
 # ------------------------------------------------------------------------------------------------- skeleton
@@ -169,6 +173,10 @@ def begin(run: RunDir, folder: str, fp: str, force: bool) -> bool:
     config are deleted rather than mixed in; shards of the same config are kept and completed."""
     if not force and manifest.is_fresh(run, folder, fp):
         return True
+    for name in manifest.damaged(run, folder):  # a finished folder's shard cut short or altered: redo its rows
+        if run.exists(folder, name):
+            log.warning("%s/%s is damaged: deleted; its rows are generated again", folder, name)
+            run.delete(folder, name)
     started = run.read_json(f"{folder}/run.json") if run.exists(folder, "run.json") else None
     if force or (started is not None and started.get("fingerprint") != fp):
         run.delete(folder)

@@ -142,9 +142,12 @@ def generation_stage(ctx: Context, folder: str, table: pa.Table, template: promp
 
 
 def llm_identity(cfg: Config) -> dict:
-    """The LLM settings that change answers (not resources such as batch size or actor count)."""
-    resources = {k: True for k in ("concurrency", "num_cpus", "num_gpus", "threads", "shard_rows", "batch_size")}
-    resources["http"] = {"qps", "concurrency", "max_retries", "retry_wait_s"}
+    """The LLM settings that change answers (not resources such as batch size or actor count, nor where and how
+    an endpoint is reached: a server moved to another URL, or given other qps or timeouts, answers the same)."""
+    resources = {k: True for k in ("concurrency", "num_cpus", "num_gpus", "threads", "shard_rows", "batch_size",
+                                   "max_failure_share")}
+    resources["http"] = {"url", "api_key_env", "qps", "concurrency", "max_retries", "retry_wait_s", "max_wait_s",
+                         "timeout_s"}
     return cfg.llm.model_dump(mode="json", exclude=resources)
 
 

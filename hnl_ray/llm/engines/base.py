@@ -2,7 +2,8 @@
 
 Input columns: `id`, `kind` (the output schema), `system`, `user`, `temperature`, `seed`, plus any key columns
 (they pass through). Output adds: `text` (the raw reply, null on error), `error` (null on success),
-`prompt_tokens`, `gen_tokens`, `truncated` (the prompt was cut to fit).
+`prompt_tokens`, `gen_tokens`, `truncated` (the prompt was cut to fit), optionally `finish_reason` (`length`: the
+reply stopped at the token limit; engines without it are judged by `gen_tokens >= max_new_tokens`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ class Engine:
     def describe(self) -> dict:
         """What the manifest records about the engine (model, sampling)."""
         return {"engine": self.name}
+
+    def block_rows(self, cfg) -> int:
+        """Rows per input block: at least a batch (a model generates a batch together), at least a shard."""
+        return max(cfg.shard_rows, cfg.batch_size)
 
 
 def build_engine(cfg, kinds: tuple[str, ...] = ()) -> Engine:

@@ -1,9 +1,11 @@
 """The `http` engine: any OpenAI-compatible chat-completions endpoint through Ray's HTTP request processor
-(`ray.data.llm.HttpRequestProcessorConfig` + `build_processor`), with a qps limit, retries with exponential
-backoff, and an API key read from the environment variable that `llm.http.api_key_env` names."""
+(`ray.data.llm.HttpRequestProcessorConfig` + `build_processor`), with a qps limit, an API key read from the
+environment variable that `llm.http.api_key_env` names, and requests sent through `http_session.ResilientSession`
+(per-request timeout, backoff with jitter, `Retry-After`; a request that keeps failing fails its row only)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -14,6 +16,7 @@ from urllib.parse import urlparse
 from ...config.llm import LLMConfig
 from ..schemas import json_schema
 from .base import Engine, EngineError
+from .http_session import FAILED_TYPE, ResilientSession
 
 
 def headers(cfg: LLMConfig) -> dict[str, str]:
@@ -43,23 +46,33 @@ def payload(row: dict, cfg: LLMConfig) -> dict:
     return body
 
 
-def answer(response) -> tuple[str | None, str | None, int]:
-    """(text, error, generated tokens) from a chat-completions response (or an error body)."""
+def answer(response) -> tuple[str | None, str | None, int, str | None]:
+    """(text, error, generated tokens, finish_reason) from a chat-completions response (or an error body)."""
     if isinstance(response, str):
         try:
             response = json.loads(response)
         except ValueError:
-            return None, f"not JSON: {response[:200]}", 0
+            return None, f"not JSON: {response[:200]}", 0, None
     if not isinstance(response, dict):
-        return None, f"unexpected response: {str(response)[:200]}", 0
+        return None, f"unexpected response: {str(response)[:200]}", 0, None
     try:
-        text = response["choices"][0]["message"]["content"]
+        choice = response["choices"][0]
+        text = choice["message"]["content"]
     except (KeyError, IndexError, TypeError):
         err = response.get("error")
         msg = err.get("message") if isinstance(err, dict) else err
-        return None, f"no choices in the response: {msg or str(response)[:200]}", 0
+        if isinstance(err, dict) and err.get("type") == FAILED_TYPE:
+            return None, f"request failed: {msg}", 0, None
+        return None, f"no choices in the response: {msg or str(response)[:200]}", 0, None
+    if text is not None and not isinstance(text, str):
+        return None, f"message content is not text ({type(text).__name__})", 0, None
     usage = response.get("usage") or {}
-    return text, None, int(usage.get("completion_tokens") or 0)
+    try:
+        n = int(usage.get("completion_tokens") or 0)
+    except (TypeError, ValueError):
+        n = 0
+    finish = choice.get("finish_reason") if isinstance(choice, dict) else None
+    return text, None, n, finish if isinstance(finish, str) else None
 
 
 class HTTPEngine(Engine):
@@ -78,7 +91,8 @@ class HTTPEngine(Engine):
         last = None
         for attempt in range(self.cfg.http.max_retries + 1):
             try:
-                urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=5)
+                urllib.request.urlopen(urllib.request.Request(url, method="HEAD"),
+                                       timeout=min(5.0, self.cfg.http.timeout_s))
                 return
             except urllib.error.HTTPError:
                 return  # the server answered (405 for HEAD is fine)
@@ -93,20 +107,29 @@ class HTTPEngine(Engine):
         from ray.data.llm import HttpRequestProcessorConfig, build_processor
 
         c = self.cfg
-        config = HttpRequestProcessorConfig(url=c.http.url, headers=headers(c), qps=c.http.qps,
-                                            max_retries=c.http.max_retries,
-                                            base_retry_wait_time_in_s=c.http.retry_wait_s,
-                                            concurrency=c.http.concurrency, batch_size=c.batch_size)
+        # Ray's own retries are off: ResilientSession retries each request (see http_session for why).
+        session = functools.partial(ResilientSession, timeout_s=c.http.timeout_s, max_retries=c.http.max_retries,
+                                    retry_wait_s=c.http.retry_wait_s, max_wait_s=c.http.max_wait_s)
+        config = HttpRequestProcessorConfig(url=c.http.url, headers=headers(c), qps=c.http.qps, max_retries=0,
+                                            session_factory=session,
+                                            concurrency=c.http.concurrency,
+                                            batch_size=min(c.batch_size, c.shard_rows))
 
         def pre(row: dict) -> dict:
             return {**row, "payload": payload(row, c)}
 
         def post(row: dict) -> dict:
-            text, err, n = answer(row.get("http_response"))
+            text, err, n, finish = answer(row.get("http_response"))
             keep = {k: v for k, v in row.items() if k not in ("payload", "http_response")}
-            return {**keep, "text": text, "error": err, "gen_tokens": n, "prompt_tokens": 0, "truncated": False}
+            return {**keep, "text": text, "error": err, "gen_tokens": n, "prompt_tokens": 0, "truncated": False,
+                    "finish_reason": finish}
 
         return build_processor(config, preprocess=pre, postprocess=post)(ds)
+
+    def block_rows(self, cfg) -> int:
+        # Ray's HTTP stage returns a batch's answers together, once its slowest request is back; batches of at
+        # most a shard keep what a crash loses near one shard (README: resume granularity).
+        return min(cfg.batch_size, cfg.shard_rows)
 
     def describe(self) -> dict:
         c = self.cfg
