@@ -80,7 +80,17 @@ def sweep(cfg: Config, bench: BenchConfig, name: str, row: RowConfig, run: RunDi
                         scheduler=s.scheduler, grace_period=s.grace_period, reduction_factor=s.reduction_factor,
                         space=space)
     t0 = time.perf_counter()
-    res = run_tune(c, run)
+    for attempt in range(3):  # a local Ray's start can time out on an overloaded machine: try again
+        try:
+            res = run_tune(c, run)
+            break
+        except Exception as exc:
+            if "timed out during startup" not in str(exc) or attempt == 2:
+                raise
+            import ray
+
+            ray.shutdown()
+            time.sleep(10)
     import csv
     import io
 
