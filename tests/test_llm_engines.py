@@ -278,3 +278,69 @@ def test_pipeline_failure_keeps_finished_shards_and_names_the_engine(ray_session
     done = read_shards(run, "gen")
     # the input travels in blocks of shard_rows: answers finished before the failing block were written
     assert done is not None and 2 <= done.num_rows < 8 and len(set(done["id"].to_pylist())) == done.num_rows
+
+
+@pytest.fixture(scope="module")
+def lively_llm(tiny_llm, tmp_path_factory) -> str:
+    """tiny_llm's architecture with large random weights: its greedy answers vary by prompt (tiny_llm repeats one
+    token whatever the prompt)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("lively-llm")
+    tok = AutoTokenizer.from_pretrained(tiny_llm)
+    cfg = LlamaConfig.from_pretrained(tiny_llm, initializer_range=1.0)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)
+
+
+@pytest.mark.parametrize("structured", [False, True])
+@pytest.mark.parametrize("shared_system", [False, True])
+def test_pruned_decoding_equals_generate(lively_llm, structured, shared_system):
+    """The hf engine's own loop (finished rows leave the batch) gives generate()'s greedy tokens, rows finishing at
+    different steps included; with and without the shared-prefix cache and the JSON grammar."""
+    import torch
+
+    from hnl_ray.llm.engines.hf import HFGenerator
+    from hnl_ray.llm.schemas import SCHEMAS, json_schema_str
+
+    gen = HFGenerator(lively_llm, 24, 256, 1.0, structured, {k: json_schema_str(k) for k in SCHEMAS}, 1, "cpu",
+                      "float32", repetition_penalty=1.15)
+    systems = ["Answer in JSON."] * 5 if shared_system else [f"Answer in JSON, {k}." for k in range(5)]
+    texts = [gen._render(s, f"Describe toy {k} " + "for kids " * k)[0] for k, s in enumerate(systems)]
+    kind = "item_profile" if structured else None
+    if kind:
+        gen._processor(kind)
+    kwargs = {"max_new_tokens": 24, "pad_token_id": gen.tok.pad_token_id, "repetition_penalty": 1.15,
+              "do_sample": False}
+    with torch.no_grad():
+        enc = gen._with_shared_prefix(texts, systems)
+        width = enc["input_ids"].shape[1]
+        free = gen.model.generate(**enc, **kwargs, logits_processor=[gen._processor(kind)] if kind else None
+                                  )[:, width:].tolist()
+    # A token one row produces for the first time mid-answer becomes an extra stop token, so rows finish at
+    # different steps (the random model's answers are noise; only the plumbing is under test).
+    lengths = {}
+    for row in free:
+        for k, t in enumerate(row[2:], 2):
+            if t not in row[:k] and t != gen.tok.eos_token_id:
+                lengths[t] = sorted(r.index(t) if t in r else len(r) for r in free)
+    # (Not with the grammar: generate() then feeds the stopped rows pads that xgrammar's processor refuses.)
+    stops = [] if structured else [max(lengths, key=lambda t: len(set(lengths[t])))]
+    gen.model.generation_config.eos_token_id = [gen.tok.eos_token_id, *stops]
+    with torch.no_grad():
+        enc = gen._with_shared_prefix(texts, systems)
+        procs = [gen._processor(kind)] if kind else None
+        want = gen.model.generate(**enc, **kwargs, logits_processor=procs)[:, width:].tolist()
+        got = gen._pruned_generate(gen._with_shared_prefix(texts, systems), kind, kwargs)
+    end = set(gen.model.generation_config.eos_token_id)
+
+    def until_stop(row):
+        return row[: next((k for k, t in enumerate(row) if t in end), len(row))]
+
+    want = [until_stop(r) for r in want]
+    assert got == want
+    if not structured:
+        assert len({len(r) for r in got}) > 1  # rows did finish at different steps

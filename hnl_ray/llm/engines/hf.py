@@ -7,6 +7,7 @@ to the output JSON schema with xgrammar's logits processor, so even a 135M-param
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ class HFGenerator:
 
     def __init__(self, model_path: str, max_new_tokens: int, max_prompt_tokens: int, top_p: float,
                  structured: bool, schemas: dict[str, str], threads: int | None, device: str, dtype: str,
-                 repetition_penalty: float = 1.0):
+                 repetition_penalty: float = 1.0, decode: str = "pruned", quantize: str = "none"):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -38,6 +39,12 @@ class HFGenerator:
         torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(
             dtype, torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(self.device).eval()
+        if quantize == "int8":
+            if self.device.type != "cpu":
+                raise EngineError("llm.quantize: int8 is the CPU path (torch dynamic quantization); use dtype on GPU")
+            self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
+        self.decode = decode
+        self.stats: dict[str, float] = {}  # seconds and counts of the own loop's parts (benchmarks read them)
         self.max_new_tokens, self.max_prompt_tokens, self.top_p = max_new_tokens, max_prompt_tokens, top_p
         self.structured, self.schemas = structured, schemas
         self.repetition_penalty = repetition_penalty
@@ -97,6 +104,78 @@ class HFGenerator:
                                                                                  any_whitespace=False)
         return xgr.contrib.hf.LogitsProcessor(self._grammars[kind])
 
+    def _pruned_generate(self, enc: dict[str, Any], kind: str | None, kwargs: dict[str, Any]) -> list[list[int]]:
+        """Greedy or sampled decoding like `generate()` (same processors, same positions from the mask), but rows
+        that have finished leave the batch: their cache rows are dropped, so later steps run only on the rows still
+        writing. With length-varied answers this removes the steps `generate()` spends on padding."""
+        import xgrammar as xgr
+        from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
+                                  TopPLogitsWarper)
+
+        torch = self.torch
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        cache = enc.get("cache")
+        past = cache.get_seq_length() if cache is not None else 0
+        pos = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        procs = LogitsProcessorList()
+        if self.repetition_penalty != 1.0:
+            procs.append(RepetitionPenaltyLogitsProcessor(self.repetition_penalty))
+        sample = kwargs.get("do_sample", False)
+        if sample:
+            procs += [TemperatureLogitsWarper(kwargs["temperature"]), TopPLogitsWarper(kwargs["top_p"])]
+        eos = self.model.generation_config.eos_token_id
+        eos = set(eos if isinstance(eos, list) else [eos if eos is not None else self.tok.eos_token_id])
+        n = ids.shape[0]
+        matchers = [xgr.GrammarMatcher(self._grammars[kind]) for _ in range(n)] if kind else None
+        vocab = self.model.config.vocab_size
+        bitmask = xgr.allocate_token_bitmask(n, vocab) if kind else None
+        alive = torch.arange(n, device=self.device)  # original row of each batch row
+        out: list[list[int]] = [[] for _ in range(n)]
+        seqs = ids  # what the repetition penalty looks at: prompt (pads included, as generate) + generated
+        step_ids, step_pos = ids[:, past:], pos[:, past:]
+        clock, st = time.perf_counter, self.stats
+        for step in range(self.max_new_tokens):
+            t0 = clock()
+            res = self.model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, cache=cache,
+                             use_cache=True, logits_to_keep=1)
+            cache = getattr(res, "cache", None) or res.past_key_values
+            scores = res.logits[:, -1, :].float()
+            t1 = clock()
+            part = "prefill_s" if step == 0 else "decode_forward_s"
+            st[part] = st.get(part, 0.0) + t1 - t0
+            st["row_steps"] = st.get("row_steps", 0) + len(alive)
+            if matchers is not None:
+                rows = alive.tolist()
+                for b, r in enumerate(rows):
+                    matchers[r].fill_next_token_bitmask(bitmask, b)
+                xgr.apply_token_bitmask_inplace(scores, bitmask[: len(rows)].to(scores.device))
+            t2 = clock()
+            st["grammar_s"] = st.get("grammar_s", 0.0) + t2 - t1
+            scores = procs(seqs, scores)
+            nxt = (torch.multinomial(scores.softmax(-1), 1).squeeze(1) if sample else scores.argmax(-1))
+            done = []
+            for b, (r, t) in enumerate(zip(alive.tolist(), nxt.tolist())):
+                if t in eos:
+                    done.append(b)
+                    continue
+                out[r].append(t)
+                if matchers is not None:
+                    matchers[r].accept_token(t)
+                    if matchers[r].is_terminated():
+                        done.append(b)
+            seqs = torch.cat([seqs, nxt[:, None]], 1)
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
+            step_ids, step_pos = nxt[:, None], step_pos[:, -1:] + 1
+            if done:
+                keep = torch.tensor([b for b in range(len(alive)) if b not in set(done)], device=self.device)
+                if len(keep) == 0:
+                    break
+                alive, seqs, mask = alive[keep], seqs[keep], mask[keep]
+                step_ids, step_pos = step_ids[keep], step_pos[keep]
+                cache.batch_select_indices(keep)
+            st["loop_other_s"] = st.get("loop_other_s", 0.0) + clock() - t2  # processors, sampling, grammar advance
+        return out
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["id"])
         out = {k: v for k, v in batch.items()}
@@ -113,15 +192,21 @@ class HFGenerator:
                                       "repetition_penalty": self.repetition_penalty}
             kwargs.update({"do_sample": True, "temperature": temperature, "top_p": self.top_p}
                           if temperature > 0 else {"do_sample": False})
-            if self.structured:
-                kwargs["logits_processor"] = [self._processor(str(batch["kind"][0]))]
+            kind = str(batch["kind"][0]) if self.structured else None
             enc = self._with_shared_prefix([r[0] for r in rendered], batch["system"])
-            with self.torch.no_grad():
-                seqs = self.model.generate(**enc, **kwargs)
-            new = seqs[:, enc["input_ids"].shape[1]:].cpu()
             special = {self.tok.pad_token_id, self.tok.eos_token_id}
+            with self.torch.no_grad():
+                if self.decode == "pruned":
+                    if kind:
+                        self._processor(kind)  # compiles the grammar once
+                    new = self._pruned_generate(enc, kind, kwargs)
+                else:
+                    if kind:
+                        kwargs["logits_processor"] = [self._processor(kind)]
+                    seqs = self.model.generate(**enc, **kwargs)
+                    new = seqs[:, enc["input_ids"].shape[1]:].cpu().tolist()
             for k in range(n):
-                ids = [t for t in new[k].tolist() if t not in special]
+                ids = [t for t in new[k] if t not in special]
                 gen[k] = len(ids)
                 texts[k] = self.tok.decode(ids, skip_special_tokens=True)
         except Exception as exc:  # continue on error: the rows carry the reason
