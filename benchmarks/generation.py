@@ -1,38 +1,56 @@
-"""Batched generation with the `hf` engine's generator against one request at a time (the reference code's
-pattern), same model (SmolLM2-135M-Instruct, offline), same prompts (item-profile prompts of the demo data), same
-max tokens, constrained JSON decoding in both; plus the same batch through Ray Data (the stage's real path).
+"""The `hf` engine on the real `profiles` stage's prompts: amazon-scientific user profiles with the verdict table's
+LLM settings (configs/bench/pipeline/amazon-scientific.yaml: 6-item history in 160 tokens, 72 new tokens, batch
+32, JSON-schema constrained, repetition penalty 1.15), SmolLM2-135M-Instruct offline, greedy, batches in the
+stage's order (sorted by prompt length).
 
-    python -m benchmarks.generation [--prompts 16] [--max-new-tokens 64]
+Paths, interleaved batch by batch in one process (so a loaded machine slows them alike):
+  * `generate`: transformers' generate() (finished rows stay in every step; the engine before this benchmark)
+  * `pruned`: the engine's own loop (finished rows leave the batch; the default)
+  * `pruned+int8`: the same with dynamically int8-quantized linear layers (`--int8`)
+Reported: generated tokens/s per path, parse success (answers that validate), agreement with `generate`, and the
+pruned loop's time shares (prefill, decode forward, grammar, rest), which are robust to the machine's load.
+
+    python -m benchmarks.generation [--prompts 64] [--batch 32] [--int8]
+    python -m benchmarks.generation --smoke      # 4 prompts, 8 tokens; writes under benchmarks/.work
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
-import pyarrow as pa
+import pyarrow.compute as pc
 
 from hnl_ray.config import load_config
 from hnl_ray.llm import prompts
 from hnl_ray.llm.engines.hf import HFGenerator
-from hnl_ray.llm.models import default_llm
+from hnl_ray.llm.models import resolve_llm
 from hnl_ray.llm.parse import FAILED, validate
 from hnl_ray.llm.schemas import SCHEMAS, json_schema_str
-from hnl_ray.stages import run_stage
-from hnl_ray.stages.profiles import item_prompts
-from hnl_ray.storage import RunDir
+from hnl_ray.stages import context, run_stage
+from hnl_ray.stages.profiles import TokenCounter, text_profiles, user_prompts
 
-from ._common import ROOT, WORK, report
+from ._common import ROOT, WORK, cpu_model, report
+
+PIPELINE = ROOT / "configs" / "bench" / "pipeline" / "amazon-scientific.yaml"
 
 
-def demo_prompts(n: int) -> pa.Table:
-    cfg = load_config(ROOT / "configs" / "demo.yaml", run_dir=str(WORK / "demo"))
+def profile_prompts(n: int, start: int = 0):
+    """n user-profile prompts as the stage builds them, in the stage's order (by length), from the middle."""
+    run_dir = str(WORK / "generation-amazon-scientific")
+    # Only the first users are turned into prompts (tokenising every history is minutes on a loaded machine).
+    cfg = load_config(PIPELINE, [f"profiles.max_users={max(n, 8 * n)}"], run_dir=run_dir)
     run_stage("prepare", cfg)
-    run = RunDir(str(WORK / "demo"))
-    table, _ = item_prompts(cfg, run.read_parquet("prepared/items.parquet"),
-                            run.read_parquet("prepared/train.parquet"), prompts.load("item_profile", "products"))
-    return table.slice(0, n)
+    ctx = context(cfg, run_dir)
+    data = ctx.art.prepared()
+    text_profiles(ctx, data["items"], {"prepared": "benchmark"}, {})  # profiles.item_source: text, as the stage
+    table, _ = user_prompts(cfg, data["users"], data["train"], data["items"], ctx.art.item_profiles(),
+                            prompts.load("user_profile", "products"), TokenCounter(cfg))
+    table = table.take(pc.sort_indices(pc.utf8_length(table["user"])))
+    start = start if start >= 0 else max(0, (table.num_rows - n) // 2)
+    return cfg, table.slice(start, n).to_pylist()
 
 
 def batch_of(rows: list[dict]) -> dict:
@@ -41,54 +59,72 @@ def batch_of(rows: list[dict]) -> dict:
             "temperature": np.zeros(len(rows)), "seed": np.zeros(len(rows), np.int64)}
 
 
-def run_gen(gen: HFGenerator, rows: list[dict], batch: int) -> tuple[float, int, int]:
-    t0 = time.perf_counter()
-    tokens, valid = 0, 0
-    for s in range(0, len(rows), batch):
-        out = gen(batch_of(rows[s: s + batch]))
-        tokens += int(out["gen_tokens"].sum())
-        valid += sum(validate("item_profile", t).status != FAILED for t in out["text"])
-    return time.perf_counter() - t0, tokens, valid
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=int, default=64)
-    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=None, help="default: the pipeline config's llm.batch_size")
+    ap.add_argument("--max-new-tokens", type=int, default=None, help="default: the pipeline config's")
+    ap.add_argument("--int8", action="store_true", help="add the int8-quantized pruned path")
+    ap.add_argument("--smoke", action="store_true", help="4 prompts, 8 new tokens: checks that it runs")
     args = ap.parse_args()
-    rows = demo_prompts(args.prompts).to_pylist()
-    gen = HFGenerator(default_llm(), args.max_new_tokens, 1024, 1.0, True, {k: json_schema_str(k) for k in SCHEMAS},
-                      None, "auto", "auto", repetition_penalty=1.15)
-    gen(batch_of(rows[:2]))  # warm-up: grammar compile, first-call allocations
-    t_one, tok_one, ok_one = run_gen(gen, rows, 1)
-    t_bat, tok_bat, ok_bat = run_gen(gen, rows, len(rows))
+    n = 4 if args.smoke else args.prompts
+    cfg, rows = profile_prompts(n, start=-1)
+    llm = cfg.llm
+    batch = 2 if args.smoke else (args.batch or llm.batch_size)
+    new_tokens = 8 if args.smoke else (args.max_new_tokens or llm.max_new_tokens)
+    model = resolve_llm(llm.model, llm.model_cache)
+    schemas = {k: json_schema_str(k) for k in SCHEMAS}
 
-    import ray
+    def make(decode: str, quantize: str = "none") -> HFGenerator:
+        return HFGenerator(model, new_tokens, llm.max_prompt_tokens, llm.top_p, llm.structured, schemas,
+                           llm.threads, "cpu", llm.dtype, repetition_penalty=llm.repetition_penalty,
+                           decode=decode, quantize=quantize)
 
-    from hnl_ray.llm.engines.base import build_engine
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    cfg = load_config(sets=[f"llm.max_new_tokens={args.max_new_tokens}", f"llm.batch_size={len(rows)}"]).llm
-    t0 = time.perf_counter()
-    tok_ray = 0
-    for out in build_engine(cfg).generate(ray.data.from_items(
-            [{**r, "temperature": 0.0, "seed": 0} for r in rows])).iter_batches(batch_format="pyarrow"):
-        tok_ray += sum(out["gen_tokens"].to_pylist())
-    t_ray = time.perf_counter() - t0
-    ray.shutdown()
-
-    rate_one, rate_bat, rate_ray = tok_one / t_one, tok_bat / t_bat, tok_ray / t_ray
-    n = len(rows)
-    report("generation", f"SmolLM2-135M-Instruct, {n} item-profile prompts, max {args.max_new_tokens} new tokens, "
-                         "JSON-constrained", ["mode", "generated tokens", "time", "tokens/s", "parseable"], [
-        ["one request at a time (reference pattern)", tok_one, f"{t_one:.1f} s", f"{rate_one:.1f}", f"{ok_one}/{n}"],
-        [f"batched ({n} per call)", tok_bat, f"{t_bat:.1f} s", f"{rate_bat:.1f}", f"{ok_bat}/{n}"],
-        ["speed-up (batched / one at a time)", "", "", f"{rate_bat / rate_one:.1f}x", ""],
-        ["hf engine through Ray Data (actor start included)", tok_ray, f"{t_ray:.1f} s", f"{rate_ray:.1f}", ""],
-    ], {"prompts": n, "max_new_tokens": args.max_new_tokens, "one_at_a_time": {"s": t_one, "tokens": tok_one,
-        "tokens_per_s": rate_one, "parseable": ok_one}, "batched": {"s": t_bat, "tokens": tok_bat,
-        "tokens_per_s": rate_bat, "parseable": ok_bat}, "speedup": rate_bat / rate_one,
-        "ray_data": {"s": t_ray, "tokens": tok_ray, "tokens_per_s": rate_ray}})
+    paths = {"generate": make("generate"), "pruned": make("pruned")}
+    if args.int8:
+        paths["pruned+int8"] = make("pruned", "int8")
+    for gen in paths.values():
+        gen(batch_of(rows[:2]))  # warm-up: grammar compile, first allocations
+        gen.stats.clear()
+    load_before = list(os.getloadavg())
+    res = {k: {"s": 0.0, "tokens": 0, "parseable": 0, "texts": []} for k in paths}
+    names = list(paths)
+    for b, s in enumerate(range(0, n, batch)):
+        chunk = batch_of(rows[s: s + batch])
+        for name in (names if b % 2 == 0 else names[::-1]):
+            t0 = time.perf_counter()
+            out = paths[name](chunk)
+            r = res[name]
+            r["s"] += time.perf_counter() - t0
+            r["tokens"] += int(out["gen_tokens"].sum())
+            r["parseable"] += sum(validate("user_profile", t or "").status != FAILED for t in out["text"])
+            r["texts"] += list(out["text"])
+            if out["error"][0]:
+                raise SystemExit(f"{name}: {out['error'][0]}")
+    base = res["generate"]
+    table, payload = [], {}
+    for name, r in res.items():
+        same = sum(a == b for a, b in zip(r["texts"], base["texts"]))
+        rate = r["tokens"] / r["s"]
+        table.append([name, r["tokens"], f"{r['s']:.1f} s", f"{rate:.1f}", f"{rate * base['s'] / base['tokens']:.2f}x",
+                      f"{r['parseable']}/{n}", f"{same}/{n}"])
+        payload[name] = {"s": r["s"], "tokens": r["tokens"], "tokens_per_s": rate, "parseable": r["parseable"],
+                         "same_text_as_generate": same, "stats": paths[name].stats}
+    st = paths["pruned"].stats
+    parts = {k: st.get(k, 0.0) for k in ("prefill_s", "decode_forward_s", "grammar_s", "loop_other_s")}
+    parts["outside_loop_s"] = res["pruned"]["s"] - sum(parts.values())  # rendering, tokenising, shared prefix, decode
+    shares = {k: v / res["pruned"]["s"] for k, v in parts.items()}
+    payload.update(smoke=args.smoke, prompts=n, batch=batch, max_new_tokens=new_tokens, cpu=cpu_model(),
+                   load_avg_1_5_15_before=load_before, load_avg_1_5_15_after=list(os.getloadavg()),
+                   pruned_time_shares=shares, pruned_row_steps=st.get("row_steps", 0),
+                   generate_row_steps=-(-n // batch) * batch * new_tokens)
+    for k, v in shares.items():
+        table.append([f"  pruned: {k[:-2]}", "", f"{parts[k]:.1f} s", "", f"{100 * v:.0f} %", "", ""])
+    report("generation", f"hf engine, SmolLM2-135M, {n} amazon-scientific user-profile prompts, batch {batch}, "
+                         f"max {new_tokens} new tokens, JSON-constrained; load avg {load_before[0]:.1f} on "
+                         f"{os.cpu_count()} cores",
+           ["path", "gen tokens", "time", "tokens/s", "vs generate", "parseable", "same text"], table, payload,
+           smoke=args.smoke)
 
 
 if __name__ == "__main__":
