@@ -27,7 +27,7 @@ test: install
 	$(PY) -m pytest
 
 docs: install
-	$(PY) -m hnl_ray.config.reference --write README.md
+	$(PY) -m hnl_ray.config.reference --write docs/config.md
 
 clean:
 	rm -rf runs .pytest_cache

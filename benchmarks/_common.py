@@ -51,6 +51,33 @@ def prepared(config: str, name: str):
     return cfg, RunDir(str(WORK / name))
 
 
+def synthetic(n_users: int = 300, n_items: int = 400, per_user: int = 12, seed: int = 0) -> "CFData":
+    """A random bipartite graph with a train/valid/test split (the smoke mode's data)."""
+    import numpy as np
+
+    from hnl_ray.cf.data import CFData
+
+    rng = np.random.default_rng(seed)
+    pairs = np.stack([np.repeat(np.arange(n_users), per_user),
+                      np.concatenate([rng.choice(n_items, per_user, replace=False) for _ in range(n_users)])], 1)
+    split = np.tile(np.r_[np.zeros(per_user - 2), 1, 2], n_users)
+    parts = {name: (pairs[split == k, 0], pairs[split == k, 1]) for k, name in enumerate(("train", "valid", "test"))}
+    return CFData(n_users=n_users, n_items=n_items, **parts)
+
+
+def smoke_prepared(name: str, *sets: str):
+    """The demo's synthetic data, tiny, prepared under WORK/smoke/<name>: (Config, RunDir) for smoke modes."""
+    from hnl_ray.config import load_config
+    from hnl_ray.stages import run_stage
+    from hnl_ray.storage import RunDir
+
+    folder = WORK / "smoke" / name
+    cfg = load_config(ROOT / "configs" / "demo.yaml", ["data.n_users=60", "data.n_items=40", *sets],
+                      run_dir=str(folder))
+    run_stage("prepare", cfg)
+    return cfg, RunDir(str(folder))
+
+
 def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> tuple[float, list[float]]:
     for _ in range(warmup):
         fn()
@@ -77,3 +104,12 @@ def report(name: str, title: str, columns: list[str], rows: list[list], payload:
                **payload}
     out.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     console.print(f"wrote {out.relative_to(ROOT)}")
+
+
+def smoke_flag(doc: str) -> bool:
+    """`--smoke`: tiny data, a few repeats, results under benchmarks/.work/smoke (checks that it runs)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="tiny synthetic data: checks that the benchmark runs")
+    return ap.parse_args().smoke

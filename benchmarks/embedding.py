@@ -4,7 +4,7 @@ same batch size; median of 3 runs each. Both sides start cold: the direct side i
 (imports, model load, encode), the Ray side in a fresh actor (imports, model load, encode) on a running local
 Ray. The steady-state rate after the first batch is reported too.
 
-    python -m benchmarks.embedding
+    python -m benchmarks.embedding [--smoke]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from hnl_ray.config import load_config
 from hnl_ray.llm.embedder import embed_dataset
 from hnl_ray.llm.models import default_sentence_model
 
-from ._common import SHARED, report
+from ._common import SHARED, report, smoke_flag
 
 BATCH = 128
 
@@ -34,7 +34,9 @@ def texts() -> list[str]:
 
 
 def main() -> None:
-    rows = texts() * 2
+    smoke = smoke_flag(__doc__)
+    rows = [f"item {k}: a small red toy car with {k % 7} wheels" for k in range(200)] if smoke else texts() * 2
+    repeats = 1 if smoke else 3
     model = default_sentence_model()
     direct = []
     src = ("import sys; from hnl_ray.llm.embedder import SentenceEmbedder; "
@@ -42,7 +44,7 @@ def main() -> None:
            f"SentenceEmbedder(sys.argv[1], {BATCH}, None, 'cpu', 'float32').encode(rows)")
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
         f.write("\n".join(rows))
-    for _ in range(3):
+    for _ in range(repeats):
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-c", src, model, f.name], check=True)
         direct.append(time.perf_counter() - t0)
@@ -50,10 +52,10 @@ def main() -> None:
 
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 2**20)
     cfg = load_config(sets=[f"embed.batch_size={BATCH}"]).embed
     via_ray, steady = [], []
-    for _ in range(3):
+    for _ in range(repeats):
         t0 = time.perf_counter()
         n, first = 0, None
         ds = ray.data.from_items([{"text": t} for t in rows])
@@ -73,8 +75,8 @@ def main() -> None:
                 f"{d / r:.2f}"],
                ["  the same, steady state after the first batch", "", f"{statistics.median(steady):.0f}",
                 f"{statistics.median(steady) / (len(rows) / d):.2f}"],
-           ], {"rows": len(rows), "batch_size": BATCH, "direct_s": direct, "ray_s": via_ray,
-               "ray_steady_rows_per_s": steady, "ratio_ray_over_direct_throughput": d / r})
+           ], {"rows": len(rows), "batch_size": BATCH, "direct_s": direct, "ray_s": via_ray, "smoke": smoke,
+               "ray_steady_rows_per_s": steady, "ratio_ray_over_direct_throughput": d / r}, smoke=smoke)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Full-ranking evaluation of all Yelp2018 test users (31,668 users x 38,048 items, train items masked): time
 (median of 3) and peak memory, measured in a fresh process.
 
-    python -m benchmarks.evaluation
+    python -m benchmarks.evaluation [--smoke]
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import statistics
 import subprocess
 import sys
 
-from ._common import prepared, report
+from ._common import prepared, report, smoke_flag, smoke_prepared
 
 CHILD = r"""
 import json, resource, sys, time, torch
@@ -33,9 +33,10 @@ print(json.dumps({"times": times, "users": len(res.users), "peak_rss_kb": resour
 
 
 def main() -> None:
-    _, run = prepared("yelp2018-lightgcn.yaml", "yelp2018")
+    smoke = smoke_flag(__doc__)
+    _, run = smoke_prepared("evaluation") if smoke else prepared("yelp2018-lightgcn.yaml", "yelp2018")
     rows, payload = [], {}
-    for batch in (2048, 4096):
+    for batch in ((16, 32) if smoke else (2048, 4096)):
         out = subprocess.run([sys.executable, "-c", CHILD, run.path(), str(batch)], capture_output=True, text=True,
                              check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
@@ -43,8 +44,9 @@ def main() -> None:
         rows.append([f"batch_users={batch}", f"{r['users']:,}", f"{med:.2f} s", f"{r['peak_rss_kb'] / 2**20:.2f} GiB",
                      f"{(r['peak_rss_kb'] - r['rss_before_eval_kb']) / 2**20:.2f} GiB"])
         payload[f"batch_{batch}"] = {**r, "median_s": med}
-    report("evaluation", "Full-ranking evaluation of every Yelp2018 test user (median of 3 in one process)",
-           ["setting", "users", "time", "peak RSS (process)", "added by evaluation"], rows, payload)
+    report("evaluation", f"Full-ranking evaluation of every {'smoke' if smoke else 'Yelp2018'} test user "
+                         "(median of 3 in one process)",
+           ["setting", "users", "time", "peak RSS (process)", "added by evaluation"], rows, payload, smoke=smoke)
 
 
 if __name__ == "__main__":

@@ -28,15 +28,20 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=200)
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--smoke", action="store_true", help="the demo's tiny synthetic data on the CPU, 2 epochs")
     args = ap.parse_args()
+    if args.smoke:
+        args.data, args.config, args.device, args.epochs, args.budget_s = "", "demo.yaml", "cpu", 2, 5
 
     from hnl_ray.stages.train import train_one
     from hnl_ray.config import load_config
     from hnl_ray.stages import run_stage
     from hnl_ray.storage import RunDir
 
-    run_dir = "/tmp/gpu-cf-yelp2018"
+    run_dir = "/tmp/gpu-cf-smoke" if args.smoke else "/tmp/gpu-cf-yelp2018"
     base = [f"train.device={args.device}", "train.eval.every=5"]
+    if args.smoke:
+        base += ["data.n_users=60", "data.n_items=40", "train.runs={}"]
     if args.data:
         base.append(f"data.path={Path(args.data).resolve()}")
     conf = ROOT / "configs" / args.config

@@ -29,17 +29,7 @@ from hnl_ray.cf.trainer import Trainer
 from hnl_ray.config.cf import TrainConfig
 from hnl_ray.storage import RunDir
 
-from ._common import cpu_model, prepared, report
-
-
-def synthetic(n_users: int = 300, n_items: int = 400, per_user: int = 12, seed: int = 0) -> CFData:
-    """A random bipartite graph with a train/valid/test split (the smoke mode's data)."""
-    rng = np.random.default_rng(seed)
-    pairs = np.stack([np.repeat(np.arange(n_users), per_user),
-                      np.concatenate([rng.choice(n_items, per_user, replace=False) for _ in range(n_users)])], 1)
-    split = np.tile(np.r_[np.zeros(per_user - 2), 1, 2], n_users)
-    parts = {name: (pairs[split == k, 0], pairs[split == k, 1]) for k, name in enumerate(("train", "valid", "test"))}
-    return CFData(n_users=n_users, n_items=n_items, **parts)
+from ._common import cpu_model, prepared, report, synthetic
 
 
 def trainer(data: CFData, run: RunDir, backward: str, batch: int, name: str = "lightgcn") -> Trainer:

@@ -44,6 +44,9 @@ VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging
 
 
 def _setup_logging(verbose: bool) -> None:
+    from .quiet import quiet_output
+
+    quiet_output()
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", datefmt="[%X]",
                         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
                         force=True)
@@ -67,17 +70,15 @@ def print_stats(stats: dict, title: str = "prepared data") -> None:
     out.print(t)
 
 
-def print_runs(results: dict[str, dict], ks: tuple[int, ...] | None = None) -> None:
+def runs_markdown(results: dict[str, dict], ks: tuple[int, ...] | None = None) -> str:
+    """The CF runs as a Markdown table: readable in a log, a terminal of any width, and pasted into docs."""
     if ks is None:  # the largest cut-off the runs report
         ks = (max(int(k.split("@")[1]) for r in results.values() for k in r["test"] if k.startswith("recall@")),)
-    t = Table(title="CF runs (model chosen on validation; test evaluated once)")
-    for col in ("run", "model", "sampler", "best epoch"):
-        t.add_column(col)
+    head = ["run", "model", "sampler", "best epoch"]
     for k in ks:
-        for split in ("valid", "test"):
-            t.add_column(f"{split} R@{k}", justify="right")
-            t.add_column(f"{split} N@{k}", justify="right")
-    t.add_column("s/epoch", justify="right")
+        head += [f"valid R@{k}", f"valid N@{k}", f"test R@{k}", f"test N@{k}"]
+    head.append("s/epoch")
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if c in head[:3] else "--:" for c in head) + "|"]
     for name, r in results.items():
         row = [name, r["model"], r["sampler"], str(r["best_epoch"])]
         for k in ks:
@@ -85,8 +86,13 @@ def print_runs(results: dict[str, dict], ks: tuple[int, ...] | None = None) -> N
                 row += [f"{r[split][f'recall@{k}']:.4f}", f"{r[split][f'ndcg@{k}']:.4f}"]
         spe = r.get("seconds_per_epoch_median")
         row.append(f"{spe:.2f}" if spe is not None else "-")
-        t.add_row(*row)
-    out.print(t)
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def print_runs(results: dict[str, dict], ks: tuple[int, ...] | None = None) -> None:
+    out.print("CF runs (model chosen on validation; test evaluated once):", highlight=False)
+    out.print(runs_markdown(results, ks), markup=False, highlight=False, soft_wrap=True)
 
 
 RunOpt = Annotated[Optional[list[str]], typer.Option(

@@ -115,6 +115,24 @@ def test_prepare_and_a_cf_run_on_a_non_local_filesystem(tmp_path):
     res = run_stage("train", cfg, run, progress=False)["mf"]
     assert 0 <= res["test"][f"recall@{max(cfg.train.eval.ks)}"] <= 1
     assert Artifacts(run).cf_metrics("mf")["best_epoch"] == res["best_epoch"]
+    # The report on this small run, written through the same filesystem.
+    from hnl_ray.report import write_report
+
+    uri = write_report(cfg, Artifacts(run))
+    report = run.read_text("report.md")
+    assert uri.endswith("report.md") and "## Sampler comparison" in report and "| mf | mf | uniform |" in report
+    assert "| prepare |" in report and "## Learning curves" in report
+    assert run.read_bytes("report/learning_curves.png")[:4] == b"\x89PNG"
+    groups = run.read_json("report/groups.json")
+    assert set(groups["items"]) == {"mf"} and len(groups["item_groups"]) >= 2
+
+
+def test_readme_stage_table_names_every_stage_and_its_source():
+    readme = (PKG.parent / "README.md").read_text()
+    for s in stages.STAGES:
+        source = s.module.replace(".", "/") + ".py"
+        assert re.search(rf"^\| {s.name} \| \[`{re.escape(source)}`\]", readme, re.M), s.name
+    assert len(readme.splitlines()) < 250
 
 
 def _python_files(folder: Path) -> list[Path]:

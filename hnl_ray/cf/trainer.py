@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -209,7 +210,7 @@ class Trainer:
         t_start = time.perf_counter()
         stopped_early = False
         bar = tqdm(total=cfg.optim.epochs, initial=start - 1, desc=f"train {self.name}", unit="epoch",
-                   disable=not self.progress, leave=True, dynamic_ncols=True)
+                   disable=not (self.progress and sys.stderr.isatty()), leave=True, dynamic_ncols=True)
         epoch = start - 1
         for epoch in range(start, cfg.optim.epochs + 1):
             for hook in self.epoch_hooks:

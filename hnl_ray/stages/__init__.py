@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -111,9 +110,10 @@ class Context:
         import ray
 
         if not ray.is_initialized():
+            from ..quiet import quiet_output
             from ..ray_utils import init_ray
 
-            os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "0")
+            quiet_output()
             init_ray(self.cfg)
         return ray
 

@@ -65,6 +65,9 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
     from ..llm.contrastive import in_batch_accuracy
     from ..llm.encoder import LLMEncoder, contrastive_batch
 
+    from ..quiet import quiet_worker
+
+    quiet_worker()
     cfg = FinetuneConfig.model_validate(config["finetune"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -79,7 +82,7 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
         cf_vecs = (t["users"], t["items"])
     enc = LLMEncoder(config["base_path"], cfg, cf_dim=cf_vecs[0].shape[1] if cf_vecs else None)
     if cfg.gradient_checkpointing:  # non-reentrant: works with frozen (LoRA) inputs and DDP's static graph
-        enc.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enc.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if world > 1 or use_gpu:
         # Queries and items go through the same module in two forward passes per step: DDP needs a static graph.
         model = ray.train.torch.prepare_model(enc, parallel_strategy="ddp",
@@ -106,9 +109,10 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
     def gather(x: torch.Tensor) -> torch.Tensor:
         if world == 1:
             return x
-        import torch.distributed.nn.functional as dnn
+        from torch.distributed._functional_collectives import all_gather_single_autograd
 
-        return torch.cat(dnn.all_gather(x.contiguous()), 0)  # differentiable: negatives from the global batch
+        # Differentiable: the negatives come from the global batch, and their gradients go back to their rank.
+        return all_gather_single_autograd(x.contiguous(), 0, dist.group.WORLD)
 
     def cf_of(batch) -> torch.Tensor | None:
         if cf_vecs is None:
@@ -176,7 +180,6 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
 
 def run(ctx: Context) -> dict:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
     from safetensors.torch import load_file
 
     from ..llm.models import resolve_llm
@@ -215,7 +218,7 @@ def run(ctx: Context) -> dict:
         loop_config = {"finetune": cfg.finetune.model_dump(mode="json"), "base_path": base_path, "seed": cfg.seed,
                        "cf_tokens": cfg.finetune.cf_tokens, "artifacts": art if cfg.finetune.cf_tokens else None,
                        "random_items": random_items if cfg.finetune.random_negatives else None}
-        trainer = TorchTrainer(
+        trainer = _trainer_class(cfg)(
             _train_loop, train_loop_config=loop_config,
             scaling_config=ScalingConfig(num_workers=cfg.finetune.num_workers, use_gpu=cfg.finetune.use_gpu,
                                          resources_per_worker={"CPU": cfg.finetune.cpus_per_worker},
@@ -247,6 +250,23 @@ def run(ctx: Context) -> dict:
                       timings={"fit": seconds}, result=metrics)
 
     return step(ctx, A.FINETUNE, part, inputs, work, label="finetune", cached=art.finetune_metrics)
+
+
+def _trainer_class(cfg: Config):
+    """TorchTrainer; on a local Ray (started without its dashboard) without Ray Train's placement-group cleaner:
+    the cleaner polls the State API, which the dashboard serves, every second, and without it can only log a
+    warning each time (dozens per fine-tuning run). A local Ray's placement groups end with the process anyway."""
+    from ray.train.torch import TorchTrainer
+
+    if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
+        return TorchTrainer
+
+    class LocalTorchTrainer(TorchTrainer):
+        def _create_default_callbacks(self):
+            return [c for c in super()._create_default_callbacks()
+                    if type(c).__name__ != "PlacementGroupCleanerCallback"]
+
+    return LocalTorchTrainer
 
 
 def validate_adapter(cfg: Config, base_path: str, tensors: dict, valid: pa.Table, art: Artifacts) -> dict:

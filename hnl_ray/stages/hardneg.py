@@ -37,7 +37,9 @@ class HardnegEmbedder:
         import torch
 
         from ..llm.encoder import LLMEncoder
+        from ..quiet import quiet_worker
 
+        quiet_worker()
         torch.set_num_threads(threads or os.cpu_count() or 1)
         cfg = FinetuneConfig.model_validate(finetune)
         self.cf = None
