@@ -8,10 +8,13 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from hnl_ray.cf.data import CFData
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "benchmarks" / ".work"  # prepared data and runs (git-ignored)
@@ -51,7 +54,7 @@ def prepared(config: str, name: str):
     return cfg, RunDir(str(WORK / name))
 
 
-def synthetic(n_users: int = 300, n_items: int = 400, per_user: int = 12, seed: int = 0) -> "CFData":
+def synthetic(n_users: int = 300, n_items: int = 400, per_user: int = 12, seed: int = 0) -> CFData:
     """A random bipartite graph with a train/valid/test split (the smoke mode's data)."""
     import numpy as np
 
