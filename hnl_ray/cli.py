@@ -229,12 +229,14 @@ def show_config(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOp
 
 
 def _summary(stage: str, res: dict, seconds: float) -> None:
-    if res.get("skipped") or (isinstance(res.get("items"), dict) and res["items"].get("skipped")
-                              and res.get("users", {}).get("skipped")):
+    parts = [v for v in res.values() if isinstance(v, dict)]  # profiles: items/users; train: one per run
+    if res.get("skipped") or (parts and len(parts) == len(res) and all(p.get("skipped") for p in parts)):
         console.print(f"[green]✓[/] {stage}: up to date ({seconds:.1f} s)")
         return
     keys = ("users", "items", "rows", "pairs", "pairs_with_target", "targets", "steps", "negatives", "report")
     brief = {k: v for k, v in res.items() if k in keys and not isinstance(v, dict)}
+    if stage == "train":
+        brief = {"runs": len(parts), "up to date": sum(bool(p.get("skipped")) for p in parts)}
     console.print(f"[green]✓[/] {stage}: done in {seconds:.1f} s {json.dumps(brief, default=str)[:200]}")
 
 

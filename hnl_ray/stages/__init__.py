@@ -157,7 +157,7 @@ def step(ctx: Context, folder: str, part: Any, inputs: dict, work: Callable[[str
     fresh = begin(run, folder, fp, ctx.force) if resumable else (
         not ctx.force and manifest.is_fresh(run, folder, fp, key=key))
     if fresh:
-        log.info("%s: up to date, skipped", label or folder)
+        log.debug("%s: up to date, skipped", label or folder)  # the CLI's summary line says so
         return {**(cached() if cached else ctx.art.manifest(folder)["counts"]), "skipped": True}
     out = work(fp)
     manifest.write(run, folder, stage=label or folder.replace("/", "-"), fp=out.fingerprint or fp,
