@@ -22,6 +22,8 @@ LIBRARY_WARNINGS = [
 LIBRARY_LOGS = [
     # A local Ray started by us keeps Ray's default (token auth on) and says so at every start.
     ("ray._private.authentication.authentication_token_setup", "Token authentication is enabled for this Ray"),
+    # Said once when Ray Data's bars are off, which is what we ask for off a terminal.
+    ("ray.data._internal.progress", "Progress bars disabled"),
 ]
 
 
@@ -38,14 +40,25 @@ def on_terminal() -> bool:
     return sys.stderr.isatty()
 
 
+def quiet_ray_data() -> None:
+    """Ray Data prints every dataset's execution plan at INFO when it starts; the stages' own lines say more."""
+    import ray.data
+
+    ray.data.DataContext.get_current().print_on_execution_start = False
+
+
 def quiet_worker() -> None:
     for message, category in LIBRARY_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
 
 
 def quiet_output() -> None:
-    """Progress bars only on a terminal (a log gets no carriage-return bars), and the library warnings off."""
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "0" if on_terminal() else "1")
+    """Progress bars only on a terminal (a log gets no carriage-return bars), and the library warnings off.
+    Environment variables, so that the local Ray's workers (started from this process) inherit them."""
+    bars = on_terminal()
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "0" if bars else "1")
+    if not bars:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bars too
     quiet_worker()
     for name, prefix in LIBRARY_LOGS:
         logger = logging.getLogger(name)

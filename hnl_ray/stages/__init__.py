@@ -115,6 +115,9 @@ class Context:
 
             quiet_output()
             init_ray(self.cfg)
+        from ..quiet import quiet_ray_data
+
+        quiet_ray_data()
         return ray
 
 
