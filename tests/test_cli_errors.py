@@ -10,6 +10,17 @@ from hnl_ray import cli, stages
 runner = CliRunner()
 
 
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """The CLI installs a log handler on the runner's captured stderr: later tests must not log into it."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
+
+
 def _bad_invocations(tmp_path) -> dict[str, list[str]]:
     empty = ["--run-dir", str(tmp_path / "empty")]
     calls = {s.name: [s.name, *empty] for s in stages.STAGES}  # nothing upstream: "run `hnl-ray X` first"
