@@ -25,17 +25,17 @@ FULL = {"n_users": 400_000, "n_items": 100_000, "mean_interactions": 25}
 
 TRAIN_CHILD = r"""
 import json, sys, time
-from hnl_ray.cf.data import CFData
+from hnl_ray.artifacts import Artifacts
 from hnl_ray.cf.trainer import Trainer
 from hnl_ray.config.cf import TrainConfig
 from hnl_ray.storage import RunDir
 t0 = time.perf_counter()
 run = RunDir(sys.argv[1])
-data = CFData.from_run(run)
+data = Artifacts(run).cf_data()
 load_s = time.perf_counter() - t0
 cfg = TrainConfig.model_validate({"model": {"name": "lightgcn", "dim": 64, "layers": 3},
                                   "optim": {"batch_size": int(sys.argv[2])}, "eval": {"ks": [20]}})
-trainer = Trainer(cfg, data, run, "scale", 0, progress=False)
+trainer = Trainer(cfg, data, run.sub("cf", "scale"), "scale", 0, progress=False)
 out = {"load_s": load_s, "n_users": data.n_users, "n_items": data.n_items, "n_train": int(data.n_train)}
 max_steps = int(sys.argv[3])
 steps = -(-data.n_train // cfg.optim.batch_size)
