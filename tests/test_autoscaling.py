@@ -27,7 +27,8 @@ import pyarrow as pa
 import ray
 from hnl_ray.config import load_config
 from hnl_ray.llm.engines.base import build_engine
-from hnl_ray.llm.generate import read_shards, run_generation
+from hnl_ray.llm.generate import run_generation
+from hnl_ray.storage import read_shards
 from hnl_ray.ray_utils import ResourceUnavailable, ensure_resources, init_ray
 from hnl_ray.storage import RunDir
 

@@ -14,7 +14,8 @@ from hnl_ray.config import load_config
 from hnl_ray.llm import prompts
 from hnl_ray.llm.engines.base import build_engine
 from hnl_ray.llm.engines.http_session import backoff_s, retry_after_s
-from hnl_ray.llm.generate import FailureShareExceeded, read_shards, run_generation
+from hnl_ray.llm.generate import FailureShareExceeded, run_generation
+from hnl_ray.storage import read_shards
 from hnl_ray.llm.parse import validate
 from hnl_ray.stages import context
 from hnl_ray.stages.profiles import generation_stage, llm_identity
