@@ -89,8 +89,10 @@ class RunLock:
             return None
         try:
             return json.loads(self.run.read_bytes(LOCK))
-        except (OSError, ValueError):
-            return {"heartbeat_unix": 0, "host": "?", "pid": -1, "command": "(unreadable lock file)"}
+        except (OSError, ValueError):  # being written right now, or damaged: judged by its age
+            mtime = self.run.fs.get_file_info(self.run.path(LOCK)).mtime
+            return {"heartbeat_unix": mtime.timestamp() if mtime else 0, "host": "?", "pid": -1,
+                    "command": "(lock file being written or unreadable)"}
 
     def _stale(self, rec: dict) -> str | None:
         """Why the lock in `rec` may be taken over, or None when its holder is alive."""
