@@ -6,7 +6,10 @@ from hnl_ray.config import Config, ConfigError, load_config, parse_set
 from hnl_ray.config.reference import END, START, reference
 
 REPO = Path(__file__).parent.parent
-CONFIGS = sorted((REPO / "configs").glob("**/*.yaml"))
+BENCH = REPO / "configs" / "bench"
+# configs/bench/*.yaml are benchmark tables (their own schema); configs/bench/pipeline/ holds run configs.
+CONFIGS = sorted(p for p in (REPO / "configs").glob("**/*.yaml") if p.parent != BENCH)
+BENCH_TABLES = sorted(BENCH.glob("*.yaml"))
 
 
 def test_defaults_are_the_demo():
@@ -19,6 +22,13 @@ def test_defaults_are_the_demo():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
 def test_shipped_configs_validate(path):
     load_config(path)
+
+
+@pytest.mark.parametrize("path", BENCH_TABLES, ids=lambda p: p.name)
+def test_shipped_bench_tables_validate(path):
+    from benchmarks.verdict.config import load_bench
+
+    load_bench(path)
 
 
 def test_paper_configs_carry_the_papers_preprocessing():
