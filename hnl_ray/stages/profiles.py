@@ -174,6 +174,39 @@ def text_profiles(ctx: Context, items: pa.Table, inputs: dict, part: dict) -> di
                 label="profiles-items")
 
 
+def text_user_profiles(ctx: Context, data: dict[str, pa.Table], inputs: dict, part: dict) -> dict:
+    """User profiles from the user's own training history (no LLM): the titles of their `user_history` most
+    recent training items, most recent first, cut to ~4 characters per token of `user_token_budget`."""
+    p = ctx.cfg.profiles
+
+    def work(fp: str) -> Output:
+        titles = dict(zip(data["items"]["item_idx"].to_pylist(), data["items"]["title"].to_pylist()))
+        t = data["train"].sort_by([("user_idx", "ascending"), ("timestamp", "descending")])
+        hist: dict[int, list[str]] = {}
+        for u, i in zip(t["user_idx"].to_pylist(), t["item_idx"].to_pylist()):
+            h = hist.setdefault(u, [])
+            if len(h) < p.user_history:
+                h.append(titles.get(i) or f"item {i}")
+        rows, skipped = [], 0
+        for u in data["users"]["user_idx"].to_pylist()[: p.max_users]:
+            if u not in hist:
+                skipped += 1  # no training interactions: nothing to profile from
+                continue
+            text = _clip("Recently bought: " + "; ".join(hist[u]) + ".", 4 * p.user_token_budget)
+            rows.append({"id": f"user:{u}", "user_idx": u, "history_len": len(hist[u]), "status": "ok",
+                         "attempts": 0, "error": None, "raw": None, "prompt_tokens": 0, "gen_tokens": 0,
+                         "truncated": False, "summarization": text,
+                         "reasoning": "the titles of the user's training items (profiles.user_source: text)"})
+        writer = ctx.art.shard_writer(A.USER_PROFILES, max(1, len(rows)))
+        writer.add(rows)
+        writer.close()
+        return Output(counts={"rows": len(rows), "status": ctx.art.status_counts(A.USER_PROFILES),
+                              "source": "training item titles", "users_without_training_interactions": skipped})
+
+    return step(ctx, A.USER_PROFILES, {**part, "user_source": "text"}, inputs, work, resumable=True,
+                label="profiles-users")
+
+
 def run(ctx: Context) -> dict:
     cfg, art = ctx.cfg, ctx.art
     prep = art.need(A.PREPARED, "prepared data")
@@ -189,6 +222,10 @@ def run(ctx: Context) -> dict:
         table, extra = item_prompts(cfg, data["items"], data["train"], t_items)
         out = {"items": generation_stage(ctx, A.ITEM_PROFILES, table, t_items, ("item_idx", "no_text"), extra,
                                          inputs, part)}
+    if cfg.profiles.user_source == "text":
+        out["users"] = text_user_profiles(ctx, data, {**inputs, "item_profiles": art.fingerprint(A.ITEM_PROFILES)},
+                                          part)
+        return out
     table, extra = user_prompts(cfg, data["users"], data["train"], data["items"], art.item_profiles(), t_users,
                                 TokenCounter(cfg))
     out["users"] = generation_stage(ctx, A.USER_PROFILES, table, t_users, ("user_idx", "history_len"), extra,

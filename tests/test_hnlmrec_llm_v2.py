@@ -1,0 +1,188 @@
+"""HNLMRec v2, the LLM side: the encoder rung (a sentence-transformers encoder, mean pooling, same training and
+inference), the multi-positive losses against a hand computation, and their batch masks."""
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+
+from hnl_ray.config.hnlmrec import FinetuneConfig
+from hnl_ray.llm.contrastive import (in_batch_accuracy, infonce_loss, multi_positive_loss, pairwise_loss,
+                                     target_masks)
+from hnl_ray.llm.encoder import EncoderError, LLMEncoder, multi_positive_batch
+
+# ------------------------------------------------------------------------------------------------ losses
+
+
+def _cos(a, b):
+    return sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+
+
+def test_multi_positive_losses_by_hand():
+    # query 0 has positives p0, p1; query 1 has p2; p3 is an extra negative; p1's item is also q1's target,
+    # so for q1 column 1 is ignored (neither positive nor negative)
+    q = [[1.0, 0.0], [0.0, 1.0]]
+    p = [[1.0, 0.2], [0.6, 0.8], [0.1, 1.0], [-1.0, 0.3]]
+    tau = 0.5
+    s = [[_cos(a, b) / tau for b in p] for a in q]
+    pos = torch.tensor([[1, 1, 0, 0], [0, 0, 1, 0]], dtype=torch.bool)
+    ign = torch.tensor([[0, 0, 0, 0], [0, 1, 0, 0]], dtype=torch.bool)
+    negs = {0: [2, 3], 1: [0, 3]}
+    poss = {0: [0, 1], 1: [2]}
+    # infonce: each positive against the query's negatives only, averaged per query, then over queries
+    nce = 0.0
+    for b in (0, 1):
+        terms = [-(s[b][j] - math.log(math.exp(s[b][j]) + sum(math.exp(s[b][n]) for n in negs[b])))
+                 for j in poss[b]]
+        nce += sum(terms) / len(terms) / 2
+    got = multi_positive_loss("infonce", torch.tensor(q), torch.tensor(p), pos, tau, ign)
+    assert got.item() == pytest.approx(nce, rel=1e-6)
+    # pairwise: -log sigmoid(s+ - s-) over (own positive, negative) pairs, per query then over queries
+    pw = 0.0
+    for b in (0, 1):
+        terms = [math.log(1 + math.exp(-(s[b][j] - s[b][n]))) for j in poss[b] for n in negs[b]]
+        pw += sum(terms) / len(terms) / 2
+    got = multi_positive_loss("pairwise", torch.tensor(q), torch.tensor(p), pos, tau, ign)
+    assert got.item() == pytest.approx(pw, rel=1e-6)
+
+
+def test_one_positive_on_the_diagonal_equals_the_single_positive_losses():
+    g = torch.Generator().manual_seed(0)
+    q, p = torch.randn(5, 8, generator=g), torch.randn(7, 8, generator=g)  # 2 extra negatives
+    pos = torch.zeros(5, 7, dtype=torch.bool)
+    pos[torch.arange(5), torch.arange(5)] = True
+    assert multi_positive_loss("infonce", q, p, pos, 0.1).item() == pytest.approx(infonce_loss(q, p, 0.1).item(),
+                                                                                 rel=1e-5)
+    assert multi_positive_loss("pairwise", q, p, pos, 0.1).item() == pytest.approx(
+        pairwise_loss(q, p, 0.1).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="without a positive"):
+        multi_positive_loss("infonce", q, p, torch.zeros_like(pos), 0.1)
+
+
+def test_target_masks_layout_padding_and_in_batch_duplicates():
+    targets = torch.tensor([[7, 3], [3, -1]])  # query 1 has one target (slot 3 pads); item 3 is in both
+    pos, ign = target_masks(targets, torch.tensor([9]))
+    assert pos.tolist() == [[True, True, False, False, False], [False, False, True, False, False]]
+    # q0: q1's slot of item 3 is ignored, the padding slot too; q1: q0's slot of item 3, and the padding slot
+    assert ign.tolist() == [[False, False, True, True, False], [False, True, False, True, False]]
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    p = torch.tensor([[0.0, 1.0], [1.0, 0.1], [0.0, 1.0], [0.0, 1.0], [0.5, 0.5]])
+    # q0's best is its own slot 1; q1's best (ignoring the duplicate slot 0 is not needed: slot 0 is q0's
+    # positive of another item, a real negative) ties between 0 and 2 -> argmax picks 0, a miss
+    assert in_batch_accuracy(q, p, pos, ign) == pytest.approx(0.5)
+
+
+# ------------------------------------------------------------------------------------------------ encoder rung
+
+
+def test_encoder_rung_defaults_and_the_same_pooling_in_training_and_inference(tiny_sentence):
+    from sentence_transformers import SentenceTransformer
+
+    cfg = FinetuneConfig(encoder="sentence", max_query_tokens=64)
+    assert (cfg.pooling, cfg.use_chat_template) == ("mean", False)
+    assert "query" in cfg.lora.target_modules
+    assert FinetuneConfig.model_validate(cfg.model_dump()) == cfg  # what the Ray workers receive
+    texts = ["a short query", "a longer query about microscopes, pipettes and lab coats for a school"]
+    base = LLMEncoder(tiny_sentence, cfg).eval()
+    with torch.no_grad():  # before training, the rung is the published encoder: the same vectors as ST's own
+        ours = base.encode_queries(texts)
+    theirs = torch.from_numpy(SentenceTransformer(tiny_sentence, device="cpu").encode(texts))
+    assert (torch.nn.functional.cosine_similarity(ours, theirs, dim=1) > 0.999).all()
+    with torch.no_grad():  # a non-trivial adapter: training-time forward vs merged inference
+        for name, prm in base.model.named_parameters():
+            if "lora_B" in name:
+                prm.normal_(0, 0.05)
+        train_time = base.encode_queries(texts)
+        inf = LLMEncoder(tiny_sentence, cfg)
+        inf.load_trainable(base.trainable_state())
+        merged = inf.merge().eval().encode_queries(texts)
+    assert (torch.nn.functional.cosine_similarity(train_time, merged, dim=1) > 0.999).all()
+    assert (torch.nn.functional.cosine_similarity(train_time, ours, dim=1) < 0.9999).any()  # LoRA did act
+
+
+def test_encoder_rung_trains_with_multiple_positives(tiny_sentence):
+    cfg = FinetuneConfig(encoder="sentence", max_query_tokens=64, loss="infonce", lr=1e-2)
+    enc = LLMEncoder(tiny_sentence, cfg)
+    opt = torch.optim.AdamW([p for p in enc.parameters() if p.requires_grad], lr=cfg.lr)
+    queries = ["user likes microscopes", "user likes pipettes"]
+    passages = ["slide covers", "lens cloth", "pipette tips", "pipette tips"]  # q1 has one target, padded
+    targets = torch.tensor([[10, 11], [12, -1]])
+    losses = []
+    for _ in range(8):
+        loss, q, p, tokens, (pos, ign) = multi_positive_batch(enc, enc, queries, passages, targets,
+                                                              torch.device("cpu"))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert tokens > 0 and pos.sum() == 3 and losses[-1] < losses[0]
+
+
+def test_encoder_without_mean_pooling_or_with_last_pooling_is_refused(tiny_sentence, tmp_path):
+    with pytest.raises(EncoderError, match=r"finetune.pooling: last.*pools by mean"):
+        LLMEncoder(tiny_sentence, FinetuneConfig(encoder="sentence", pooling="last"))
+    cls = tmp_path / "cls"
+    shutil.copytree(tiny_sentence, cls)
+    pool = cls / "1_Pooling" / "config.json"
+    pc = json.loads(pool.read_text())
+    pc["pooling_mode"] = "cls"
+    pool.write_text(json.dumps(pc))
+    with pytest.raises(EncoderError, match=r"finetune.base_model: .* pools by cls"):
+        LLMEncoder(str(cls), FinetuneConfig(encoder="sentence"))
+    with pytest.raises(EncoderError, match=r"finetune.base_model: .*not a sentence-transformers folder"):
+        LLMEncoder(str(tmp_path), FinetuneConfig(encoder="sentence"))
+
+
+def test_sentence_folder_as_a_causal_model_names_the_key(tiny_sentence):
+    from hnl_ray.llm.models import ModelNotFound, resolve_finetune_model
+
+    with pytest.raises(ModelNotFound, match="set finetune.encoder: sentence"):
+        resolve_finetune_model(FinetuneConfig(base_model=tiny_sentence), "/tmp")
+    assert resolve_finetune_model(FinetuneConfig(encoder="sentence"), "/tmp").endswith("model")
+
+
+# ------------------------------------------------------------------------------------------------ neighbours
+
+
+def test_nearest_items_exclude_training_positives_and_match_brute_force():
+    import numpy as np
+
+    from hnl_ray.llm.neighbours import NeighbourError, nearest_items
+
+    rng = np.random.default_rng(0)
+    items = rng.standard_normal((30, 6)).astype(np.float32)
+    users = np.array([0, 0, 1, 2])
+    # user 0 bought items 1, 2; user 1 bought item 5; user 2 bought all but 3 items
+    owned = {0: [1, 2], 1: [5], 2: [i for i in range(30) if i not in (4, 9, 17)]}
+    indptr = np.cumsum([0] + [len(owned[u]) for u in range(3)])
+    indices = np.concatenate([owned[u] for u in range(3)])
+    pairs = items[[1, 2, 5, 4]] + 0.01  # each pair's vector sits on one of its user's own positives
+    ids, cos = nearest_items(pairs, users, items, (indptr, indices), n=5, chunk=3)
+    for r, u in enumerate(users):
+        assert not set(ids[r][ids[r] >= 0]) & set(owned[u])
+        allowed = [j for j in range(30) if j not in owned[u]]
+        s = items[allowed] @ pairs[r] / np.linalg.norm(items[allowed], axis=1) / np.linalg.norm(pairs[r])
+        expect = [allowed[k] for k in np.argsort(-s)[:5]]
+        got = [j for j in ids[r] if j >= 0]
+        assert got == expect[: len(got)]
+    assert ids[3].tolist()[3:] == [-1, -1] and np.isneginf(cos[3, 3:]).all()  # only 3 items left for user 2
+    assert (np.diff(cos[:3], axis=1) <= 1e-6).all()  # best first
+    with pytest.raises(NeighbourError, match="hardneg.neighbours: 31 nearest items.*30 items"):
+        nearest_items(pairs, users, items, (indptr, indices), n=31)
+
+
+def test_controls_random_unit_and_shuffled_across_users():
+    import numpy as np
+
+    from hnl_ray.llm.neighbours import random_unit_vectors, shuffled_rows
+
+    r = random_unit_vectors(50, 8, seed=1)
+    assert np.allclose(np.linalg.norm(r, axis=1), 1) and not np.allclose(r, random_unit_vectors(50, 8, seed=2))
+    users = np.repeat(np.arange(10), 5)
+    vecs = np.arange(50, dtype=np.float32)[:, None] * np.ones((1, 4), np.float32)  # row id in the vector
+    sh = shuffled_rows(vecs, users, seed=0)
+    src = sh[:, 0].astype(int)
+    assert sorted(src.tolist()) == list(range(50))  # a permutation
+    assert (users[src] != users).mean() >= 0.95
