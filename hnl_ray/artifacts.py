@@ -60,6 +60,7 @@ PREPARED_STATS = "stats.json"
 EMBEDDING_FILES = ["items.parquet", "negatives.parquet"]
 TEACHER_FILES = ["pairs.parquet", "embeddings.safetensors"]
 FINETUNE_FILES = ["adapter.safetensors", "metrics.json", "log.jsonl"]
+HARDNEG_FILES = ["items.parquet"]
 
 # Which stage makes each folder: for the "run `hnl-ray X` first" messages.
 MADE_BY = {PREPARED: "prepare", ITEM_PROFILES: "profiles", USER_PROFILES: "profiles", NEGATIVES: "negatives",
@@ -282,6 +283,25 @@ class Artifacts:
         if not self.run.exists(EMBEDDINGS, "items.parquet") or self.manifest(EMBEDDINGS) is None:
             return None
         return self.run.read_parquet(f"{EMBEDDINGS}/items.parquet")
+
+    def has_hardneg_items(self, folder: str = HARDNEG) -> bool:
+        return self.run.exists(folder, "items.parquet")
+
+    def write_hardneg_items(self, item_idx: np.ndarray, vecs: np.ndarray, folder: str = HARDNEG) -> None:
+        """The catalogue encoded by the model of `folder`, with the pooling and passage format of fine-tuning."""
+        self.run.write_parquet(f"{folder}/items.parquet", pa.table({
+            "item_idx": pa.array(np.asarray(item_idx, np.int32)), "vector": vector_column(vecs)}))
+
+    def hardneg_item_matrix(self, n_items: int, folder: str = HARDNEG) -> np.ndarray:
+        """(n_items, d) float32 of `hardneg_items` (row = item_idx); an error naming the stage when missing."""
+        t = self.hardneg_items(folder)
+        if t is None:
+            raise MissingInput(f"the catalogue in the model's space {self.run.uri_of(folder, 'items.parquet')} "
+                               f"not found: run `hnl-ray hardneg` first (same --config and --run-dir)")
+        v = vectors(t["vector"])
+        out = np.zeros((n_items, v.shape[1]), np.float32)
+        out[t["item_idx"].to_numpy()] = v
+        return out
 
     # -- tune and report ----------------------------------------------------------------------------------------
     def tune_folder(self, name: str) -> str:

@@ -186,3 +186,106 @@ def test_controls_random_unit_and_shuffled_across_users():
     src = sh[:, 0].astype(int)
     assert sorted(src.tolist()) == list(range(50))  # a permutation
     assert (users[src] != users).mean() >= 0.95
+
+
+# ------------------------------------------------------------------------------------------------ stages
+
+
+def _fake_upstream(run, k: int) -> None:
+    """Profiles and a v2 teacher table (one row per (pair, target), K per pair, the first pair with one)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from hnl_ray import manifest
+    from hnl_ray.cf.data import CFData
+
+    data = CFData.from_run(run)
+    for folder, key, n in (("profiles/items", "item_idx", data.n_items), ("profiles/users", "user_idx",
+                                                                           data.n_users)):
+        run.write_parquet(f"{folder}/part-00000.parquet", pa.table({
+            "id": [f"{key[:4]}:{x}" for x in range(n)], key: np.arange(n, dtype=np.int32),
+            "status": ["ok"] * n, "summarization": [f"profile {x}" for x in range(n)]}))
+        manifest.write(run, folder, stage=folder, fp="fake", config_part={}, inputs={}, outputs=[], counts={},
+                       timings={})
+    u, i = data.train
+    rng = np.random.default_rng(0)
+    rows = [(a, b, int(j), r) for p, (a, b) in enumerate(zip(u.tolist(), i.tolist()))
+            for r, j in enumerate(rng.choice(data.n_items, 1 if p == 0 else k, replace=False))]
+    run.write_parquet("teacher/pairs.parquet", pa.table({
+        "user_idx": pa.array([r[0] for r in rows], pa.int32()), "item_idx": pa.array([r[1] for r in rows], pa.int32()),
+        "neg_item_idx": pa.array([r[2] for r in rows], pa.int32()), "k": pa.array([r[3] for r in rows], pa.int8())}))
+    manifest.write(run, "teacher", stage="teacher", fp="fake", config_part={}, inputs={}, outputs=[], counts={},
+                   timings={})
+
+
+def test_supervision_groups_k_targets_per_pair(tmp_path):
+    from hnl_ray.config import load_config
+    from hnl_ray.data.prepare import prepare
+    from hnl_ray.stages.finetune import supervision
+    from hnl_ray.storage import RunDir
+
+    cfg = load_config("configs/demo.yaml", ["data.n_users=20", "data.n_items=30"], run_dir=str(tmp_path))
+    prepare(cfg)
+    run = RunDir(str(tmp_path))
+    _fake_upstream(run, k=3)
+    t = supervision(cfg, run)
+    pairs = run.read_parquet("teacher/pairs.parquet")
+    assert t["targets"].type.list_size == 3 and t.num_rows == len({(a, b) for a, b in zip(
+        pairs["user_idx"].to_pylist(), pairs["item_idx"].to_pylist())})
+    first = t.slice(0, 1).to_pylist()[0]
+    assert first["targets"][1:] == [-1, -1] and first["positives"][1] == first["positives"][0]  # padded
+    row = t.slice(1, 1).to_pylist()[0]
+    import pyarrow.compute as pc
+
+    want = pairs.filter(pc.and_(pc.equal(pairs["user_idx"], row["user_idx"]),
+                                pc.equal(pairs["item_idx"], row["item_idx"])))
+    assert row["targets"] == want["neg_item_idx"].to_pylist()  # best first, as the teacher listed them
+
+
+def test_encoder_rung_finetune_and_hardneg_catalogue_neighbours_and_base_control(ray_session, tiny_sentence,
+                                                                                tmp_path):
+    import numpy as np
+
+    from hnl_ray import manifest
+    from hnl_ray.cf.data import CFData
+    from hnl_ray.config import load_config
+    from hnl_ray.data.prepare import prepare
+    from hnl_ray.llm.embedder import vectors
+    from hnl_ray.llm.generate import read_shards
+    from hnl_ray.stages.finetune import run_finetune
+    from hnl_ray.stages.hardneg import run_hardneg
+    from hnl_ray.storage import RunDir
+
+    over = ["data.n_users=24", "data.n_items=30", "finetune.encoder=sentence",
+            f"finetune.base_model={tiny_sentence}", "finetune.num_workers=1", "finetune.cpus_per_worker=0.5",
+            "finetune.batch_size=4", "finetune.max_steps=3", "finetune.loss=infonce", "finetune.lr=0.01",
+            "finetune.max_query_tokens=48", "finetune.random_negatives=2", "hardneg.neighbours=5",
+            "hardneg.base_control=true", "hardneg.batch_size=16"]
+    cfg = load_config("configs/demo.yaml", over, run_dir=str(tmp_path))
+    prepare(cfg)
+    run = RunDir(str(tmp_path))
+    _fake_upstream(run, k=2)
+    m = run_finetune(cfg, run)
+    assert m["steps"] == 3 and m["targets_per_pair"] == 2 and m["encoder"] == "sentence" and m["pairs_per_s"] > 0
+    res = run_hardneg(cfg, run)
+    data = CFData.from_run(run)
+    assert res["check_min_cosine"] >= 0.999 and res["items"] == data.n_items
+    assert res["pairs"] == len(set(zip(*(x.tolist() for x in data.train))))  # every distinct training pair
+    assert res["base_control"]["check_min_cosine"] >= 0.999
+    for folder in ("hardneg", "hardneg-base"):
+        t = read_shards(run, folder)
+        nb = vectors(t["neighbours"])
+        assert nb.shape[1] == 5
+        users = t["user_idx"].to_numpy()
+        assert not data.positives.contains(np.repeat(users, 5), nb.reshape(-1).clip(min=0))[nb.reshape(-1) >= 0].any()
+        assert manifest.load(run, folder)["counts"]["neighbours"] == 5
+    tuned = vectors(read_shards(run, "hardneg")["vector"]).astype(np.float32)
+    base = vectors(read_shards(run, "hardneg-base")["vector"]).astype(np.float32)
+    assert not np.allclose(tuned, base, atol=1e-3)  # fine-tuning changed the vectors; the control has the base's
+    # the catalogue in the model's space: one row per item, the same passages as training
+    cat = run.read_parquet("hardneg/items.parquet")
+    assert cat["item_idx"].to_pylist() == list(range(data.n_items))
+    assert run_hardneg(cfg, run)["skipped"]
+    cfg_big = load_config("configs/demo.yaml", over + ["hardneg.neighbours=31"], run_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="hardneg.neighbours: 31 nearest items.*30 items"):
+        run_hardneg(cfg_big, run)

@@ -112,8 +112,13 @@ class FinetuneConfig(Section):
 
 class HardnegConfig(Section):
     pairs_per_user: int | None = Field(
-        None, ge=1, description="Seeded sample of training pairs per user to embed (null = all). Pairs without "
-                                "an embedding use the semantic sampler's fallback.")
+        None, ge=1, description="Seeded sample of training pairs per user to embed (null = every training "
+                                "pair). Pairs without an embedding use the semantic sampler's fallback.")
+    neighbours: int = Field(16, ge=0, description="N: the nearest catalogue items stored per pair (column "
+                                                  "`neighbours`, training positives excluded; 0: none), searched "
+                                                  "in the catalogue encoded by the same model (items.parquet).")
+    base_control: bool = Field(False, description="Also write hardneg-base/: the same inference with the model "
+                                                  "before fine-tuning (the `base` control of the samplers).")
     batch_size: int = Field(16, ge=1, description="Queries per forward pass.")
     concurrency: int = Field(1, ge=1, description="Inference actors.")
     num_cpus: float = Field(1, gt=0, description="CPUs per actor.")

@@ -67,8 +67,9 @@ STAGES: tuple[Stage, ...] = (
     Stage("finetune", "hnl_ray.stages.finetune", "HNLMRec: LoRA contrastive fine-tuning of the LLM on Ray Train.",
           (A.PREPARED, A.ITEM_PROFILES, A.USER_PROFILES, A.TEACHER), (A.FINETUNE,), ("finetune", "seed"),
           ray=True),
-    Stage("hardneg", "hnl_ray.stages.hardneg", "HNLMRec inference: one hard-negative embedding per training pair "
-          "(float16).", (A.PREPARED, A.ITEM_PROFILES, A.USER_PROFILES, A.TEACHER, A.FINETUNE), (A.HARDNEG,),
+    Stage("hardneg", "hnl_ray.stages.hardneg", "HNLMRec inference: the catalogue and every training pair in the "
+          "model's space (float16), each pair's N nearest items.",
+          (A.PREPARED, A.ITEM_PROFILES, A.USER_PROFILES, A.TEACHER, A.FINETUNE), (A.HARDNEG, A.HARDNEG_BASE),
           ("hardneg", "finetune", "seed"), ray=True),
     Stage("train", "hnl_ray.stages.train", "Train the configured CF runs (train.runs) into cf/<run>/.",
           (A.PREPARED, A.EMBEDDINGS, A.TEACHER, A.HARDNEG), (A.CF,), ("train", "seed"), named_runs=True),
