@@ -289,3 +289,14 @@ def test_encoder_rung_finetune_and_hardneg_catalogue_neighbours_and_base_control
     cfg_big = load_config("configs/demo.yaml", over + ["hardneg.neighbours=31"], run_dir=str(tmp_path))
     with pytest.raises(ValueError, match="hardneg.neighbours: 31 nearest items.*30 items"):
         run_hardneg(cfg_big, run)
+
+
+def test_finetune_rungs_benchmark_smoke(tmp_path):
+    from benchmarks.finetune_rungs import main
+
+    out = tmp_path / "rungs.json"
+    res = main(["--smoke", "--rounds", "2", "--steps", "1", "--batch", "4", "--k", "2", "--out", str(out)])
+    assert json.loads(out.read_text())["median_pairs_per_s"] == res["median_pairs_per_s"]
+    assert all(res["median_pairs_per_s"][r] > 0 for r in ("encoder", "llm"))
+    assert [r["order"] for r in res["rounds"]] == [["encoder", "llm"], ["llm", "encoder"]]  # interleaved
+    assert res["rungs"]["encoder"]["pooling"] == "mean" and res["rungs"]["llm"]["pooling"] == "last"

@@ -1,0 +1,169 @@
+"""Fine-tuning throughput (pairs/s) of HNLMRec's two CPU rungs of the model ladder, in one process, interleaved.
+
+Rungs: `encoder` (all-MiniLM-L6-v2, `finetune.encoder: sentence`, LoRA on query/key/value/dense, mean pooling)
+and `llm` (SmolLM2-135M-Instruct, LoRA on q/k/v/o, last-token pooling, chat template): the same loss
+(multi-positive pairwise, K targets per pair), batch and texts. A step is one optimiser step of a batch of
+`--batch` pairs with K positives each: forward of queries and passages, backward, AdamW. The machine is shared:
+both rungs are timed in the same process, round by round, alternating which goes first (ABBA), so load hits both
+alike; absolute figures are still taken under whatever load there is, the per-round ratio less so.
+
+Texts: queries and passages built like fine-tuning's from amazon-scientific's item text (../shared/data), the
+query's user profile from 6 item titles (profiles.user_source: text). `--smoke`: 2-layer random models with the
+rungs' tokenizers and synthetic texts, a few steps (what `make test` runs).
+
+    python -m benchmarks.finetune_rungs [--rounds 5] [--steps 4] [--batch 16] [--k 4] [--threads 2] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from ._common import RESULTS, SHARED, machine
+
+RUNGS = ("encoder", "llm")
+
+
+def texts(n_pairs: int, k: int, smoke: bool, seed: int = 0) -> tuple[list[str], list[list[str]]]:
+    """(queries, K passages per query), formatted as fine-tuning formats them."""
+    from hnl_ray.config.hnlmrec import FinetuneConfig
+    from hnl_ray.llm.encoder import item_text, query_text
+
+    rng = random.Random(seed)
+    path = SHARED / "amazon-scientific" / "Scientific.text"
+    if smoke or not path.exists():
+        words = "microscope slide pipette lab coat glove beaker filament printer spool caliper resin".split()
+        items = [" ".join(rng.choice(words) for _ in range(rng.randint(8, 30))) for _ in range(200)]
+    else:
+        items = [line.split("\t", 1)[1].strip() for line in path.read_text().splitlines()[1:] if "\t" in line]
+    instruction = FinetuneConfig().instruction
+    queries, passages = [], []
+    for _ in range(n_pairs):
+        hist = [rng.choice(items)[:120] for _ in range(6)]
+        queries.append(query_text(instruction, "Recently bought: " + "; ".join(hist) + ".", rng.choice(items), None))
+        passages.append([item_text(rng.choice(items), None) for _ in range(k)])
+    return queries, passages
+
+
+def tiny_models(out: Path) -> dict[str, str]:
+    """2-layer random models with MiniLM's and SmolLM2's tokenizers (the rungs' formats, no real weights)."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    from transformers import AutoTokenizer, BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
+
+    from hnl_ray.llm.models import default_llm, default_sentence_model
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(default_sentence_model())
+    BertModel(BertConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2)).save_pretrained(out / "bert")
+    tok.save_pretrained(out / "bert")
+    tr = Transformer(str(out / "bert"), max_seq_length=256)
+    SentenceTransformer(modules=[tr, Pooling(tr.get_embedding_dimension(), "mean"), Normalize()],
+                        device="cpu").save(str(out / "encoder"))
+    tok = AutoTokenizer.from_pretrained(default_llm())
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True,
+                                 bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+                     ).save_pretrained(out / "llm")
+    tok.save_pretrained(out / "llm")
+    return {"encoder": str(out / "encoder"), "llm": str(out / "llm")}
+
+
+def build(rung: str, path: str | None):
+    import torch
+
+    from hnl_ray.config.hnlmrec import FinetuneConfig
+    from hnl_ray.llm.encoder import LLMEncoder
+    from hnl_ray.llm.models import resolve_finetune_model
+
+    cfg = FinetuneConfig(encoder="sentence" if rung == "encoder" else "causal", base_model=path,
+                         max_query_tokens=256, max_passage_tokens=64, lr=5e-4)
+    enc = LLMEncoder(resolve_finetune_model(cfg, "~/.cache/hnl-ray/models"), cfg)
+    opt = torch.optim.AdamW([p for p in enc.parameters() if p.requires_grad], lr=cfg.lr)
+    return cfg, enc, opt
+
+
+def steps(enc, opt, queries, passages, batch: int, n: int, start: int) -> tuple[float, int]:
+    """n optimiser steps from batch `start`: (seconds, tokens)."""
+    import torch
+
+    from hnl_ray.llm.encoder import multi_positive_batch
+
+    k = len(passages[0])
+    tokens = 0
+    t0 = time.perf_counter()
+    for s in range(start, start + n):
+        lo = (s * batch) % (len(queries) - batch + 1)
+        q = queries[lo: lo + batch]
+        p = [x for row in passages[lo: lo + batch] for x in row]
+        targets = torch.arange(lo * k, (lo + batch) * k).reshape(batch, k)  # distinct ids: no duplicates
+        loss, _, _, n_tok, _ = multi_positive_batch(enc, enc, q, p, targets, torch.device("cpu"))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        tokens += n_tok
+    return time.perf_counter() - t0, tokens
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import torch
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=4, help="optimiser steps per rung per round")
+    ap.add_argument("--batch", type=int, default=16, help="pairs per step")
+    ap.add_argument("--k", type=int, default=4, help="targets (positives) per pair")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (the 2-core budget)")
+    ap.add_argument("--smoke", action="store_true", help="2-layer random models, synthetic texts")
+    ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/finetune-rungs[-smoke].json)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    n_pairs = args.batch * max(8, args.steps * args.rounds)
+    queries, passages = texts(n_pairs, args.k, args.smoke)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = tiny_models(Path(tmp)) if args.smoke else {"encoder": None, "llm": None}
+        models = {r: build(r, paths[r]) for r in RUNGS}
+        for r in RUNGS:  # warm-up: first-call allocations and thread pools out of the timings
+            steps(models[r][1], models[r][2], queries, passages, args.batch, 1, 0)
+        rounds = []
+        for n in range(args.rounds):
+            order = RUNGS if n % 2 == 0 else RUNGS[::-1]
+            rec = {"order": list(order)}
+            for r in order:
+                sec, tok = steps(models[r][1], models[r][2], queries, passages, args.batch, args.steps,
+                                 1 + n * args.steps)
+                rec[r] = {"seconds": round(sec, 3), "pairs_per_s": round(args.steps * args.batch / sec, 3),
+                          "tokens_per_s": round(tok / sec, 1)}
+            rec["ratio_encoder_over_llm"] = round(rec["encoder"]["pairs_per_s"] / rec["llm"]["pairs_per_s"], 3)
+            rounds.append(rec)
+        trainable = {r: sum(p.numel() for p in models[r][1].parameters() if p.requires_grad) for r in RUNGS}
+        described = {r: {"base_model": models[r][1].model.base_model.model.config._name_or_path
+                         if hasattr(models[r][1].model, "base_model") else None,
+                         "pooling": models[r][0].pooling, "lora_targets": models[r][0].lora.target_modules,
+                         "trainable_params": trainable[r], "dim": models[r][1].dim} for r in RUNGS}
+    med = {r: statistics.median(x[r]["pairs_per_s"] for x in rounds) for r in RUNGS}
+    ratio = statistics.median(x["ratio_encoder_over_llm"] for x in rounds)
+    payload = {"benchmark": "finetune-rungs" + ("-smoke" if args.smoke else ""), "machine": machine(),
+               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+               "settings": {k: v for k, v in vars(args).items() if k != "out"},
+               "note": "same process, rungs interleaved round by round (ABBA); the machine is shared: absolute "
+                       "figures are taken under other engineers' load",
+               "rungs": described, "median_pairs_per_s": med, "median_ratio_encoder_over_llm": ratio,
+               "rounds": rounds}
+    out = Path(args.out) if args.out else RESULTS / f"{payload['benchmark']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"median pairs/s: encoder {med['encoder']:.2f}, llm {med['llm']:.2f}; ratio {ratio:.2f} (wrote {out})")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
