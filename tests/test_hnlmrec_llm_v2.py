@@ -260,7 +260,7 @@ def test_encoder_rung_finetune_and_hardneg_catalogue_neighbours_and_base_control
             f"finetune.base_model={tiny_sentence}", "finetune.num_workers=1", "finetune.cpus_per_worker=0.5",
             "finetune.batch_size=4", "finetune.max_steps=3", "finetune.loss=infonce", "finetune.lr=0.01",
             "finetune.max_query_tokens=48", "finetune.random_negatives=2", "hardneg.neighbours=5",
-            "hardneg.base_control=true", "hardneg.batch_size=16"]
+            "hardneg.base_control=true", "hardneg.batch_size=16", "hardneg.pairs_per_user=null"]
     cfg = load_config("configs/demo.yaml", over, run_dir=str(tmp_path))
     prepare(cfg)
     run = RunDir(str(tmp_path))
