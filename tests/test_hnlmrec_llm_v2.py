@@ -197,9 +197,9 @@ def _fake_upstream(run, k: int) -> None:
     import pyarrow as pa
 
     from hnl_ray import manifest
-    from hnl_ray.cf.data import CFData
+    from hnl_ray.artifacts import Artifacts
 
-    data = CFData.from_run(run)
+    data = Artifacts(run).cf_data()
     for folder, key, n in (("profiles/items", "item_idx", data.n_items), ("profiles/users", "user_idx",
                                                                            data.n_users)):
         run.write_parquet(f"{folder}/part-00000.parquet", pa.table({
@@ -219,16 +219,17 @@ def _fake_upstream(run, k: int) -> None:
 
 
 def test_supervision_groups_k_targets_per_pair(tmp_path):
+    from hnl_ray.artifacts import Artifacts
     from hnl_ray.config import load_config
-    from hnl_ray.data.prepare import prepare
+    from hnl_ray.stages import run_stage
     from hnl_ray.stages.finetune import supervision
     from hnl_ray.storage import RunDir
 
     cfg = load_config("configs/demo.yaml", ["data.n_users=20", "data.n_items=30"], run_dir=str(tmp_path))
-    prepare(cfg)
+    run_stage("prepare", cfg)
     run = RunDir(str(tmp_path))
     _fake_upstream(run, k=3)
-    t = supervision(cfg, run)
+    t = supervision(cfg, Artifacts(run))
     pairs = run.read_parquet("teacher/pairs.parquet")
     assert t["targets"].type.list_size == 3 and t.num_rows == len({(a, b) for a, b in zip(
         pairs["user_idx"].to_pylist(), pairs["item_idx"].to_pylist())})
@@ -247,14 +248,12 @@ def test_encoder_rung_finetune_and_hardneg_catalogue_neighbours_and_base_control
     import numpy as np
 
     from hnl_ray import manifest
-    from hnl_ray.cf.data import CFData
+    from hnl_ray.arrays import vectors
+    from hnl_ray.artifacts import Artifacts
     from hnl_ray.config import load_config
-    from hnl_ray.data.prepare import prepare
-    from hnl_ray.llm.embedder import vectors
-    from hnl_ray.llm.generate import read_shards
-    from hnl_ray.stages.finetune import run_finetune
-    from hnl_ray.stages.hardneg import run_hardneg
-    from hnl_ray.storage import RunDir
+    from hnl_ray.errors import ConfigValueError
+    from hnl_ray.stages import run_stage
+    from hnl_ray.storage import RunDir, read_shards
 
     over = ["data.n_users=24", "data.n_items=30", "finetune.encoder=sentence",
             f"finetune.base_model={tiny_sentence}", "finetune.num_workers=1", "finetune.cpus_per_worker=0.5",
@@ -262,13 +261,13 @@ def test_encoder_rung_finetune_and_hardneg_catalogue_neighbours_and_base_control
             "finetune.max_query_tokens=48", "finetune.random_negatives=2", "hardneg.neighbours=5",
             "hardneg.base_control=true", "hardneg.batch_size=16", "hardneg.pairs_per_user=null"]
     cfg = load_config("configs/demo.yaml", over, run_dir=str(tmp_path))
-    prepare(cfg)
+    run_stage("prepare", cfg)
     run = RunDir(str(tmp_path))
     _fake_upstream(run, k=2)
-    m = run_finetune(cfg, run)
+    m = run_stage("finetune", cfg, run)
     assert m["steps"] == 3 and m["targets_per_pair"] == 2 and m["encoder"] == "sentence" and m["pairs_per_s"] > 0
-    res = run_hardneg(cfg, run)
-    data = CFData.from_run(run)
+    res = run_stage("hardneg", cfg, run)
+    data = Artifacts(run).cf_data()
     assert res["check_min_cosine"] >= 0.999 and res["items"] == data.n_items
     assert res["pairs"] == len(set(zip(*(x.tolist() for x in data.train))))  # every distinct training pair
     assert res["base_control"]["check_min_cosine"] >= 0.999
@@ -285,10 +284,10 @@ def test_encoder_rung_finetune_and_hardneg_catalogue_neighbours_and_base_control
     # the catalogue in the model's space: one row per item, the same passages as training
     cat = run.read_parquet("hardneg/items.parquet")
     assert cat["item_idx"].to_pylist() == list(range(data.n_items))
-    assert run_hardneg(cfg, run)["skipped"]
+    assert run_stage("hardneg", cfg, run)["skipped"]
     cfg_big = load_config("configs/demo.yaml", over + ["hardneg.neighbours=31"], run_dir=str(tmp_path))
-    with pytest.raises(ValueError, match="hardneg.neighbours: 31 nearest items.*30 items"):
-        run_hardneg(cfg_big, run)
+    with pytest.raises(ConfigValueError, match=f"hardneg.neighbours: 31 nearest items.*{data.n_items} items"):
+        run_stage("hardneg", cfg_big, run)
 
 
 def test_finetune_rungs_benchmark_smoke(tmp_path):
