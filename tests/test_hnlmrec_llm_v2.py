@@ -299,3 +299,24 @@ def test_finetune_rungs_benchmark_smoke(tmp_path):
     assert all(res["median_pairs_per_s"][r] > 0 for r in ("encoder", "llm"))
     assert [r["order"] for r in res["rounds"]] == [["encoder", "llm"], ["llm", "encoder"]]  # interleaved
     assert res["rungs"]["encoder"]["pooling"] == "mean" and res["rungs"]["llm"]["pooling"] == "last"
+
+
+def test_text_user_profiles_are_the_users_recent_training_titles(tmp_path):
+    from hnl_ray.artifacts import Artifacts
+    from hnl_ray.config import load_config
+    from hnl_ray.stages import run_stage
+
+    cfg = load_config("configs/demo.yaml", ["data.n_users=12", "data.n_items=30", "profiles.item_source=text",
+                                            "profiles.user_source=text", "profiles.user_history=2"],
+                      run_dir=str(tmp_path))
+    run_stage("prepare", cfg)
+    res = run_stage("profiles", cfg)  # no LLM, no Ray
+    art = Artifacts(str(tmp_path))
+    data = art.prepared()
+    train = data["train"].sort_by([("user_idx", "ascending"), ("timestamp", "descending")]).to_pylist()
+    titles = dict(zip(data["items"]["item_idx"].to_pylist(), data["items"]["title"].to_pylist()))
+    u = train[0]["user_idx"]
+    recent = [titles[r["item_idx"]] for r in train if r["user_idx"] == u][:2]
+    assert art.user_profiles()[u] == "Recently bought: " + "; ".join(recent) + "."
+    assert res["users"]["source"] == "training item titles" and res["users"]["rows"] == len(art.user_profiles())
+    assert run_stage("profiles", cfg)["users"]["skipped"]
