@@ -143,51 +143,6 @@ def test_sentence_folder_as_a_causal_model_names_the_key(tiny_sentence):
     assert resolve_finetune_model(FinetuneConfig(encoder="sentence"), "/tmp").endswith("model")
 
 
-# ------------------------------------------------------------------------------------------------ neighbours
-
-
-def test_nearest_items_exclude_training_positives_and_match_brute_force():
-    import numpy as np
-
-    from hnl_ray.llm.neighbours import NeighbourError, nearest_items
-
-    rng = np.random.default_rng(0)
-    items = rng.standard_normal((30, 6)).astype(np.float32)
-    users = np.array([0, 0, 1, 2])
-    # user 0 bought items 1, 2; user 1 bought item 5; user 2 bought all but 3 items
-    owned = {0: [1, 2], 1: [5], 2: [i for i in range(30) if i not in (4, 9, 17)]}
-    indptr = np.cumsum([0] + [len(owned[u]) for u in range(3)])
-    indices = np.concatenate([owned[u] for u in range(3)])
-    pairs = items[[1, 2, 5, 4]] + 0.01  # each pair's vector sits on one of its user's own positives
-    ids, cos = nearest_items(pairs, users, items, (indptr, indices), n=5, chunk=3)
-    for r, u in enumerate(users):
-        assert not set(ids[r][ids[r] >= 0]) & set(owned[u])
-        allowed = [j for j in range(30) if j not in owned[u]]
-        s = items[allowed] @ pairs[r] / np.linalg.norm(items[allowed], axis=1) / np.linalg.norm(pairs[r])
-        expect = [allowed[k] for k in np.argsort(-s)[:5]]
-        got = [j for j in ids[r] if j >= 0]
-        assert got == expect[: len(got)]
-    assert ids[3].tolist()[3:] == [-1, -1] and np.isneginf(cos[3, 3:]).all()  # only 3 items left for user 2
-    assert (np.diff(cos[:3], axis=1) <= 1e-6).all()  # best first
-    with pytest.raises(NeighbourError, match="hardneg.neighbours: 31 nearest items.*30 items"):
-        nearest_items(pairs, users, items, (indptr, indices), n=31)
-
-
-def test_controls_random_unit_and_shuffled_across_users():
-    import numpy as np
-
-    from hnl_ray.llm.neighbours import random_unit_vectors, shuffled_rows
-
-    r = random_unit_vectors(50, 8, seed=1)
-    assert np.allclose(np.linalg.norm(r, axis=1), 1) and not np.allclose(r, random_unit_vectors(50, 8, seed=2))
-    users = np.repeat(np.arange(10), 5)
-    vecs = np.arange(50, dtype=np.float32)[:, None] * np.ones((1, 4), np.float32)  # row id in the vector
-    sh = shuffled_rows(vecs, users, seed=0)
-    src = sh[:, 0].astype(int)
-    assert sorted(src.tolist()) == list(range(50))  # a permutation
-    assert (users[src] != users).mean() >= 0.95
-
-
 # ------------------------------------------------------------------------------------------------ stages
 
 

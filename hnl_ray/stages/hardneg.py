@@ -67,11 +67,12 @@ class HardnegEmbedder:
         self.torch = torch
         self.nb = None
         if neighbours:
-            self.nb = (art.hardneg_item_matrix(neighbours["n_items"], folder),
+            items = art.hardneg_item_matrix(neighbours["n_items"], folder)
+            self.nb = (items / np.linalg.norm(items, axis=1, keepdims=True).clip(min=1e-12),
                        (np.asarray(neighbours["indptr"]), np.asarray(neighbours["indices"])), neighbours["n"])
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from ..llm.neighbours import nearest_items
+        from ..cf.neighbours import pair_neighbours
 
         if "passage" in batch:
             with self.torch.no_grad():
@@ -88,7 +89,8 @@ class HardnegEmbedder:
                "vector": v.astype(np.float16)}
         if self.nb is not None:
             items, csr, n = self.nb
-            out["neighbours"] = nearest_items(v, batch["user_idx"], items, csr, n)[0]
+            unit = v / np.linalg.norm(v, axis=1, keepdims=True).clip(min=1e-12)
+            out["neighbours"] = pair_neighbours(unit, batch["user_idx"].astype(np.int64), items, csr, n)
         return out
 
 
