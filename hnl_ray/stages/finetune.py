@@ -1,9 +1,11 @@
 """The `finetune` stage (HNLMRec): LoRA contrastive fine-tuning of an LLM encoder on Ray Train, supervised by
 the CF teacher.
 
-Data: query = instruction + the user's profile + the interacted item's title and profile; positive = the
-teacher's hard negative j* (title + profile); negatives = the other positives of the global batch (and
-optionally random catalog items). Ray Train runs `TorchTrainer` with `prepare_model` (DDP over a bf16 base on GPU), the pairs as
+Data: query = instruction + the user's profile + the interacted item's title and profile; positives = the
+teacher's K targets of the pair (title + profile; contrastive.multi_positive_loss, pairwise or InfoNCE);
+negatives = the other queries' targets in the global batch (and optionally random catalog items). The model is a
+rung of the ladder (`finetune.encoder`): a causal LM, or a sentence-transformers encoder (the CPU-sized rung).
+Ray Train runs `TorchTrainer` with `prepare_model` (DDP over a bf16 base on GPU), the pairs as
 a Ray Dataset sharded to the workers, bf16 on GPU, gradient accumulation, and checkpoints (adapter weights and
 optimiser state as safetensors) every `checkpoint_every` steps under `RunConfig(storage_path, name)` with
 `FailureConfig(max_failures)`: a killed worker resumes from the last checkpoint, and a re-submitted job with the
@@ -33,23 +35,54 @@ log = logging.getLogger(__name__)
 
 
 def supervision(cfg: Config, art: Artifacts) -> pa.Table:
-    """Teacher pairs as (query, positive) texts, with the ids needed for CF soft tokens."""
+    """Teacher pairs as (query, positives) texts, one row per training pair with its K targets (the teacher
+    writes one row per (pair, target); a v1 table with one target per pair gives K = 1), with the ids needed
+    for CF soft tokens and the batch masks. `positives` and `targets` have K slots; a pair with fewer targets
+    repeats its first one in the padding slots, whose `targets` id is -1 (neither a positive nor a negative)."""
     from ..llm.encoder import item_text, query_text
 
     data = art.prepared()
-    pairs = art.teacher_pairs()
+    t = art.teacher_pairs()
+    u_all = t["user_idx"].to_numpy().astype(np.int64)
+    i_all = t["item_idx"].to_numpy().astype(np.int64)
+    j_all = t["neg_item_idx"].to_numpy().astype(np.int64)
+    # group rows by pair in first-seen order, the targets in the table's order (best first); a repeated
+    # training pair (a repeat purchase) is one pair, its targets listed once
+    key = u_all * (int(i_all.max(initial=0)) + 1) + i_all
+    _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # pair number -> group, in first-seen order
+    rank_of = np.empty_like(order)
+    rank_of[order] = np.arange(len(order))
+    groups: list[list[int]] = [[] for _ in range(len(order))]
+    for r, g in enumerate(rank_of[inv].tolist()):
+        if j_all[r] not in groups[g]:
+            groups[g].append(int(j_all[r]))
+    k = max((len(g) for g in groups), default=1)
+    heads = first[order]
     if cfg.finetune.pairs_limit:
-        pairs = pairs.slice(0, cfg.finetune.pairs_limit)
+        groups, heads = groups[: cfg.finetune.pairs_limit], heads[: cfg.finetune.pairs_limit]
     titles = dict(zip(data["items"]["item_idx"].to_pylist(), data["items"]["title"].to_pylist()))
     iprof = art.item_profiles()
     uprof = art.user_profiles()
-    q, p = [], []
-    for u, i, j in zip(pairs["user_idx"].to_pylist(), pairs["item_idx"].to_pylist(),
-                       pairs["neg_item_idx"].to_pylist()):
+    q, p, tg = [], [], []
+    for row, g in zip(heads.tolist(), groups):
+        u, i = int(u_all[row]), int(i_all[row])
         q.append(query_text(cfg.finetune.instruction, uprof.get(u), titles.get(i), iprof.get(i)))
-        p.append(item_text(titles.get(j), iprof.get(j)))
-    return pa.table({"user_idx": pairs["user_idx"], "item_idx": pairs["item_idx"],
-                     "neg_item_idx": pairs["neg_item_idx"], "query": q, "positive": p})
+        p.append([item_text(titles.get(j), iprof.get(j)) for j in g] + [item_text(titles.get(g[0]),
+                                                                                  iprof.get(g[0]))] * (k - len(g)))
+        tg.append(g + [-1] * (k - len(g)))
+    return pa.table({"user_idx": pa.array(u_all[heads].astype(np.int32)),
+                     "item_idx": pa.array(i_all[heads].astype(np.int32)),
+                     "targets": pa.array(tg, pa.list_(pa.int32(), k)), "query": q,
+                     "positives": pa.array(p, pa.list_(pa.string(), k))})
+
+
+def batch_passages(positives, targets) -> tuple[list[str], "torch.Tensor"]:
+    """A batch's K target slots per query, flattened in query order, and their (B, K) ids."""
+    import torch
+
+    texts = [str(x) for row in positives for x in row]
+    return texts, torch.as_tensor(np.stack([np.asarray(r, dtype=np.int64) for r in targets]))
 
 
 def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
@@ -63,7 +96,7 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
     from ..cf.checkpoint import load_optimizer, optimizer_tensors
     from ..config.hnlmrec import FinetuneConfig
     from ..llm.contrastive import in_batch_accuracy
-    from ..llm.encoder import LLMEncoder, contrastive_batch
+    from ..llm.encoder import LLMEncoder, multi_positive_batch
 
     from ..quiet import quiet_worker
 
@@ -139,21 +172,26 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
     shard = ray.train.get_dataset_shard("train")
     max_steps = cfg.max_steps or 10**12
     t0 = time.perf_counter()
-    tokens = 0
+    tokens = pairs = 0  # this worker's, since this (re)start
     done = False
     while epoch < cfg.epochs and not done:
         for b, batch in enumerate(shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy",
                                                      drop_last=True)):
             if b < start_batch:
                 continue  # resumed mid-epoch: these batches were already trained on
-            texts = list(batch["positive"])
+            texts, targets = batch_passages(batch["positives"], batch["targets"])
+            extra_ids = None
             if extra and cfg.random_negatives:
-                texts += list(rng.choice(extra, cfg.random_negatives))
+                picks = rng.choice(len(extra), cfg.random_negatives)
+                texts += [extra[x] for x in picks]
+                extra_ids = torch.as_tensor(np.asarray(picks, dtype=np.int64))  # random_items[x] is item x
             with autocast:
-                loss, qg, pg, n_tok = contrastive_batch(model, inner, list(batch["query"]), texts, device,
-                                                        cf_of(batch), gather)
+                loss, qg, pg, n_tok, masks = multi_positive_batch(model, inner, list(batch["query"]), texts,
+                                                                  targets, device, cf_of(batch), gather,
+                                                                  extra_ids)
                 loss = loss / cfg.grad_accum
             tokens += n_tok
+            pairs += len(batch["query"])
             loss.backward()
             if (b + 1) % cfg.grad_accum:
                 continue
@@ -161,8 +199,8 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
             opt.zero_grad(set_to_none=True)
             step += 1
             rec = {"step": step, "epoch": epoch, "loss": float(loss) * cfg.grad_accum,
-                   "in_batch_acc": in_batch_accuracy(qg.detach(), pg.detach()),
-                   "s": round(time.perf_counter() - t0, 2), "tokens": tokens}
+                   "in_batch_acc": in_batch_accuracy(qg.detach(), pg.detach(), *masks),
+                   "s": round(time.perf_counter() - t0, 2), "tokens": tokens, "pairs": pairs}
             history.append(rec)
             done = step >= max_steps
             if step % cfg.checkpoint_every == 0 or done:
@@ -182,12 +220,12 @@ def run(ctx: Context) -> dict:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from safetensors.torch import load_file
 
-    from ..llm.models import resolve_llm
+    from ..llm.models import resolve_finetune_model
 
     cfg, art = ctx.cfg, ctx.art
     teacher_m = art.need(A.TEACHER, "teacher pairs")
     users_m = art.need(A.USER_PROFILES, "user profiles")
-    base_path = resolve_llm(cfg.finetune.base_model, cfg.llm.model_cache)
+    base_path = resolve_finetune_model(cfg.finetune, cfg.llm.model_cache)
     part = {"finetune": cfg.finetune.model_dump(mode="json", exclude={"num_workers", "cpus_per_worker", "threads",
                                                                        "checkpoint_every", "max_failures"}),
             "base_path": base_path, "seed": cfg.seed}
@@ -228,7 +266,8 @@ def run(ctx: Context) -> dict:
                                  name=f"hnlmrec-{fp}",
                                  failure_config=FailureConfig(max_failures=cfg.finetune.max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2)),
-            datasets={"train": ray.data.from_arrow(train.select(["user_idx", "item_idx", "query", "positive"]))},
+            datasets={"train": ray.data.from_arrow(train.select(["user_idx", "item_idx", "query", "positives",
+                                                                  "targets"]))},
         )
         t0 = time.perf_counter()
         result = trainer.fit()
@@ -244,6 +283,8 @@ def run(ctx: Context) -> dict:
                    "valid_pairs": valid.num_rows, "seconds": seconds, "base_model": base_path,
                    "resumed": sum(1 for r in state["history"] if r.get("event") == "resumed"),
                    "final_train_loss": next((r["loss"] for r in reversed(state["history"]) if "loss" in r), None),
+                   "targets_per_pair": table["targets"].type.list_size, "encoder": cfg.finetune.encoder,
+                   "pairs_per_s": _pairs_per_s(state["history"], cfg.finetune.num_workers),
                    **validate_adapter(cfg, base_path, tensors, valid, art)}
         art.write_finetune_metrics(metrics)
         return Output(counts={"steps": state["step"], "train_pairs": train.num_rows}, outputs=A.FINETUNE_FILES,
@@ -274,7 +315,7 @@ def validate_adapter(cfg: Config, base_path: str, tensors: dict, valid: pa.Table
     import torch
 
     from ..llm.contrastive import in_batch_accuracy
-    from ..llm.encoder import LLMEncoder, contrastive_batch
+    from ..llm.encoder import LLMEncoder, multi_positive_batch
 
     if valid.num_rows < 2:
         return {}
@@ -285,12 +326,22 @@ def validate_adapter(cfg: Config, base_path: str, tensors: dict, valid: pa.Table
         enc = LLMEncoder(base_path, cfg.finetune, cf_dim=None if cf is None else cf.shape[-1]).eval()
         if load:
             enc.load_trainable(tensors)
+        texts, targets = batch_passages(rows["positives"].to_pylist(), rows["targets"].to_pylist())
         with torch.no_grad():
-            loss, q, p, _ = contrastive_batch(enc, enc, rows["query"].to_pylist(), rows["positive"].to_pylist(),
-                                              torch.device("cpu"), cf)
+            loss, q, p, _, masks = multi_positive_batch(enc, enc, rows["query"].to_pylist(), texts, targets,
+                                                        torch.device("cpu"), cf)
         out[f"valid_loss_{name}"] = round(float(loss), 4)
-        out[f"valid_in_batch_acc_{name}"] = round(in_batch_accuracy(q, p), 4)
+        out[f"valid_in_batch_acc_{name}"] = round(in_batch_accuracy(q, p, *masks), 4)
     return out
+
+
+def _pairs_per_s(history: list[dict], workers: int) -> float | None:
+    """Fine-tuning throughput of the last (re)start: pairs trained per second over all workers (rank 0's count
+    times the workers: every worker trains the same batch size)."""
+    last = [r for r in history if "pairs" in r]
+    if not last or not last[-1]["s"]:
+        return None
+    return round(last[-1]["pairs"] * workers / last[-1]["s"], 2)
 
 
 def cf_rows(art: Artifacts, rows: pa.Table):
@@ -303,4 +354,4 @@ def cf_rows(art: Artifacts, rows: pa.Table):
     return torch.stack([t["users"][u], t["items"][i]], 1)
 
 
-__all__ = ["run", "supervision", "cf_rows"]
+__all__ = ["run", "supervision", "batch_passages", "cf_rows"]
