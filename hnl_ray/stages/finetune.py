@@ -198,7 +198,7 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
-            rec = {"step": step, "epoch": epoch, "loss": float(loss) * cfg.grad_accum,
+            rec = {"step": step, "epoch": epoch, "loss": float(loss.detach()) * cfg.grad_accum,
                    "in_batch_acc": in_batch_accuracy(qg.detach(), pg.detach(), *masks),
                    "s": round(time.perf_counter() - t0, 2), "tokens": tokens, "pairs": pairs}
             history.append(rec)
