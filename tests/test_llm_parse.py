@@ -1,6 +1,6 @@
 import pytest
 
-from hnl_ray.llm.parse import FAILED, OK, REPAIRED, extract_json, validate
+from hnl_ray.llm.parse import FAILED, OK, REPAIRED, TRUNCATED, extract_json, validate
 from hnl_ray.llm.schemas import json_schema
 
 
@@ -9,7 +9,7 @@ from hnl_ray.llm.schemas import json_schema
     ('Sure, here it is:\n```json\n{"summarization": "a", "reasoning": "b"}\n```\nAnything else?', REPAIRED),
     ('{"summarization": "a", "reasoning": "b",}', REPAIRED),  # trailing comma
     ("{'summarization': 'a', 'reasoning': 'b'}", REPAIRED),  # single quotes
-    ('{"summarization": "cut off mid-sent', REPAIRED),  # truncated by the token limit
+    ('{"summarization": "cut off mid-sent', TRUNCATED),  # cut off by the token limit: never "repaired"
     ('The user likes {"summarization": "a", "reasoning": "b"} and more', REPAIRED),  # chatter around it
 ])
 def test_replies_that_parse(reply, status):
