@@ -59,7 +59,7 @@ def test_models_learn_the_demo_data(demo_run, tmp_path, model):
 
 
 def test_outputs_and_early_stopping_picks_the_validation_best(demo_run, tmp_path):
-    cfg, run = cfg_for(demo_run, tmp_path, "train.eval.patience=3", "train.optim.epochs=60")
+    cfg, run = cfg_for(demo_run, tmp_path, "train.eval.patience=3", "train.optim.epochs=300")
     res = run_stage("train", cfg, run, progress=False)["lightgcn-uniform"]
     folder = tmp_path / "cf" / "lightgcn-uniform"
     for f in ("metrics.json", "log.jsonl", "learning_curve.png", "per_user_test.parquet", "best.safetensors",
