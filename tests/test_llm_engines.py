@@ -28,11 +28,12 @@ def test_hf_engine_generates_valid_json_in_shards_and_resumes(ray_session, tiny_
     counts = run_generation(run, "gen", prompt_rows(7), build_engine(cfg), cfg, seed=1, key_columns=("item_idx",))
     out = read_shards(run, "gen")
     assert sorted(out["id"].to_pylist()) == sorted(f"item:{k}" for k in range(7))
-    assert counts.generated == 7 and counts.ok + counts.repaired + counts.failed == 7
+    assert counts.generated == 7 and counts.ok + counts.repaired + counts.truncated + counts.failed == 7
     assert len(run.list("gen")) == 3  # shards of 3, 3, 1
-    assert set(out["status"].to_pylist()) <= {"ok", "repaired", "failed"}
-    # constrained decoding: even random weights give JSON that parses
-    assert counts.ok + counts.repaired >= 6
+    assert set(out["status"].to_pylist()) <= {"ok", "repaired", "truncated", "failed"}
+    # constrained decoding: even random weights give JSON that parses (24 tokens rarely finish it: those are
+    # kept as `truncated` after their retries, never `repaired`)
+    assert counts.ok + counts.repaired + counts.truncated >= 6
     again = run_generation(run, "gen", prompt_rows(9), build_engine(cfg), cfg, seed=1, key_columns=("item_idx",))
     assert again.already_done == 7 and again.generated == 2
     assert sorted(read_shards(run, "gen")["id"].to_pylist()) == sorted(f"item:{k}" for k in range(9))
@@ -40,7 +41,7 @@ def test_hf_engine_generates_valid_json_in_shards_and_resumes(ray_session, tiny_
 
 def test_long_prompts_are_cut_by_tokens_and_counted(ray_session, tiny_llm, tmp_path):
     cfg = load_config(sets=[f"llm.model={tiny_llm}", "llm.max_new_tokens=8", "llm.max_prompt_tokens=48",
-                            "llm.retries=0"]).llm
+                            "llm.retries=0", "llm.max_failure_share=1.0"]).llm  # 8 tokens cannot finish the JSON
     rows = prompt_rows(3, user="word " * 200 + "{k}")
     counts = run_generation(RunDir(str(tmp_path)), "gen", rows, build_engine(cfg), cfg, seed=1)
     out = read_shards(RunDir(str(tmp_path)), "gen")
