@@ -19,6 +19,8 @@ comparison with equal tuning budgets and intervals is the verdict table (`python
 
     python -m benchmarks.accuracy [--part mf-yelp --part lightgcn-toys --part recbole --part side-by-side
                                    --part samplers-toys]
+    python -m benchmarks.accuracy --smoke   # the hnl-ray parts on the demo's tiny synthetic data, 2 epochs each
+                                            # (RecBole's parts need their own venv install: not in the smoke)
 """
 
 from __future__ import annotations
@@ -36,18 +38,25 @@ from pathlib import Path
 from hnl_ray.stages.train import train_one
 from hnl_ray.config import load_config
 
-from ._common import RESULTS, ROOT, WORK, console, prepared, report
+from ._common import RESULTS, ROOT, WORK, console, prepared, report, smoke_prepared
 
 PARTS = ("mf-yelp", "lightgcn-toys", "recbole", "side-by-side", "samplers-toys")
 
 # Each part's settings are a pipeline config (configs/bench/pipeline/), validated like every config.
 PIPELINES = ROOT / "configs" / "bench" / "pipeline"
 SEEDS = (1, 2, 3)
+SMOKE = {"on": False, "sets": ["train.optim.epochs=2", "train.eval.patience=1"]}
+SMOKE_PARTS = ("mf-yelp", "lightgcn-toys", "samplers-toys")
+
+
+def _load(config: str, run_dir: str | None = None):
+    return load_config(PIPELINES / config, SMOKE["sets"] if SMOKE["on"] else [], run_dir=run_dir)
 
 
 def _run(config: str, data_config: str, data_name: str, run_name: str, tcfg=None, force: bool = True) -> dict:
-    _, run = prepared(data_config, data_name)
-    cfg = load_config(PIPELINES / config, run_dir=run.path())
+    # smoke: every part on the demo's tiny synthetic data instead of the shared dataset
+    _, run = smoke_prepared("accuracy") if SMOKE["on"] else prepared(data_config, data_name)
+    cfg = _load(config, run_dir=run.path())
     t0 = time.perf_counter()
     res = train_one(cfg, run, run_name, force=force, progress=True, tcfg=tcfg or cfg.train.for_run(run_name))
     res["wall_s"] = time.perf_counter() - t0  # data loading, graph, training, evaluation: like run_recbole's
@@ -55,7 +64,7 @@ def _run(config: str, data_config: str, data_name: str, run_name: str, tcfg=None
 
 
 def _settings(config: str) -> dict:
-    return load_config(PIPELINES / config).train.model_dump(mode="json")
+    return _load(config).train.model_dump(mode="json")
 
 
 def mf_yelp() -> dict:
@@ -89,7 +98,7 @@ def _claim(path: Path) -> bool:
 def samplers_toys() -> dict:
     """9 runs; finished runs are reused (train_one skips an up-to-date run), and two processes started at once
     (e.g. `taskset -c 0 ...` and `taskset -c 1 ...`) share the grid through claim files."""
-    cfg = load_config(PIPELINES / "toys-samplers.yaml")
+    cfg = _load("toys-samplers.yaml")
     out: dict = {"settings": _settings("toys-samplers.yaml"), "seeds": list(SEEDS), "runs": {}}
     grid = [(name, seed) for seed in SEEDS for name in cfg.train.runs]
 
@@ -97,7 +106,7 @@ def samplers_toys() -> dict:
         return _run("toys-samplers.yaml", "amazon-toys-p5.yaml", "amazon-toys-p5", f"bench-{name}-s{seed}",
                     tcfg=cfg.train.for_run(name).model_copy(update={"seed": seed}), force=False)
 
-    claims = WORK / "claims"
+    claims = WORK / ("smoke/claims" if SMOKE["on"] else "claims")
     for name, seed in grid:
         if _claim(claims / f"{name}-s{seed}"):
             one(name, seed)
@@ -215,7 +224,10 @@ def main() -> None:
     ap.add_argument("--part", action="append", choices=PARTS, help="run only these parts (repeatable)")
     ap.add_argument("--worker", choices=["lightgcn-toys"], help=argparse.SUPPRESS)  # side-by-side's child
     ap.add_argument("--worker-out", help=argparse.SUPPRESS)
+    ap.add_argument("--smoke", action="store_true", help="the hnl-ray parts on tiny synthetic data, 2 epochs; "
+                                                          "results under benchmarks/.work/smoke")
     args = ap.parse_args()
+    SMOKE["on"] = args.smoke
     if args.worker:
         import torch
 
@@ -223,8 +235,11 @@ def main() -> None:
         res["torch_threads"] = torch.get_num_threads()
         Path(args.worker_out).write_text(json.dumps(res, default=float))
         return
-    path = RESULTS / "accuracy.json"
-    for part in args.part or PARTS:
+    path = (WORK / "smoke" if args.smoke else RESULTS) / "accuracy.json"
+    parts = args.part or (SMOKE_PARTS if args.smoke else PARTS)
+    if args.smoke and (skipped := sorted(set(parts) - set(SMOKE_PARTS))):
+        raise SystemExit(f"--smoke runs {', '.join(SMOKE_PARTS)}; not {', '.join(skipped)} (RecBole's own venv)")
+    for part in parts:
         console.rule(part)
         result = {"mf-yelp": mf_yelp, "lightgcn-toys": lightgcn_toys, "recbole": recbole,
                   "side-by-side": side_by_side, "samplers-toys": samplers_toys}[part]()
@@ -232,10 +247,10 @@ def main() -> None:
         # read again: another process may have written other parts meanwhile
         results = json.loads(path.read_text()).get("parts", {}) if path.exists() else {}
         results[part] = result
-        _write(results)
+        _write(results, smoke=args.smoke)
 
 
-def _write(results: dict) -> None:
+def _write(results: dict, smoke: bool = False) -> None:
     rows = []
     if "mf-yelp" in results:
         r = results["mf-yelp"]["result"]
@@ -258,8 +273,9 @@ def _write(results: dict) -> None:
         for name, m in results["samplers-toys"]["mean"].items():
             rows.append([f"LightGCN {name}, toys-p5", "hnl-ray, mean of 3 seeds",
                          f"{m['recall@20']:.4f} / {m['ndcg@20']:.4f}", "-", "-"])
-    report("accuracy", "CF accuracy (test Recall@20 / NDCG@20, model chosen on validation)",
-           ["model, data", "system", "test R@20 / N@20", "best epoch", "wall"], rows, {"parts": results})
+    report("accuracy", "CF accuracy (test Recall@20 / NDCG@20, model chosen on validation)"
+           + (" - SMOKE: the demo's tiny synthetic data, not these datasets" if smoke else ""),
+           ["model, data", "system", "test R@20 / N@20", "best epoch", "wall"], rows, {"parts": results}, smoke=smoke)
 
 
 def _fmt(m: dict) -> str:

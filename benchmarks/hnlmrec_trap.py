@@ -11,12 +11,17 @@ layers, lr 2e-3, batch 1024, patience 20, model chosen on valid NDCG@20):
 * `text-guard`: the same with the default guard (live score >= rho * s(u, i), rho 0.95, or text cosine >=
   text_threshold to a training positive: not eligible);
 * `text-guard-score` / `text-guard-text`: each rule of the guard alone;
-* `text-guard-strict`: the guard with its text rule at cosine 0.5 instead of 0.9.
+* `text-guard-strict`: the guard with its text rule at cosine 0.5 instead of 0.9;
+* `text-guard-all`: the guard screening the uniform draws too (`guard.scope: all`);
+* `text-guard-u32` / `text-guard-u32-strict`: DNS's whole pool (32 uniform draws) plus the 16 guarded neighbours.
+
+The guard screens only the semantic neighbours by default (`guard.scope: neighbours`).
 
 Runs go one at a time and write as they finish (a re-run skips rows already in the results file with the same
 settings; `--fresh` redoes them).
 
     python -m benchmarks.hnlmrec_trap [--dataset amazon-scientific] [--rows dns,text-noguard,text-guard] [--fresh]
+    python -m benchmarks.hnlmrec_trap --smoke   # dns and text-guard, 2 epochs on the demo's tiny synthetic data
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from hnl_ray.config.loader import deep_merge
 from hnl_ray.pipeline import run_pipeline
 from hnl_ray.stages.train import build_run, semantic_parts
 
-from ._common import RESULTS, ROOT, WORK, console, machine
+from ._common import RESULTS, ROOT, WORK, console, machine, smoke_prepared
 
 CF = ["train.model.name=lightgcn", "train.model.dim=64", "train.model.layers=3", "train.optim.lr=0.002",
       "train.optim.batch_size=1024", "train.optim.epochs=400", "train.eval.metric=ndcg@20",
@@ -46,6 +51,12 @@ ROWS = {
     "text-guard-text": {"sampler": deep_merge(TEXT, {"hnlmrec": {"guard": {"rho": 1e9}}})},
     # the text rule at cosine 0.5: most of the positive's 16 nearest items are that close to a training positive
     "text-guard-strict": {"sampler": deep_merge(TEXT, {"hnlmrec": {"guard": {"text_threshold": 0.5}}})},
+    # the guard on every candidate (uniform draws too), not only on the semantic pool
+    "text-guard-all": {"sampler": deep_merge(TEXT, {"hnlmrec": {"guard": {"scope": "all"}}})},
+    # DNS's own pool of 32 uniform draws plus the guarded neighbours: with every neighbour rejected this is DNS
+    "text-guard-u32": {"sampler": deep_merge(TEXT, {"hnlmrec": {"uniform": 32}})},
+    "text-guard-u32-strict": {"sampler": deep_merge(TEXT, {"hnlmrec": {"uniform": 32,
+                                                                       "guard": {"text_threshold": 0.5}}})},
 }
 
 
@@ -63,17 +74,23 @@ def main() -> None:
     ap.add_argument("--rows", default="dns,text-noguard,text-guard")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--fresh", action="store_true", help="redo rows already in the results file")
+    ap.add_argument("--smoke", action="store_true", help="dns and text-guard, 2 epochs, tiny synthetic data; "
+                                                          "results under benchmarks/.work/smoke")
     args = ap.parse_args()
-    names = args.rows.split(",")
+    names = ["dns", "text-guard"] if args.smoke else args.rows.split(",")
     if unknown := [n for n in names if n not in ROWS]:
         raise SystemExit(f"--rows: unknown {', '.join(unknown)} (known: {', '.join(ROWS)})")
-    run_dir = str(WORK / f"trap-{args.dataset}")
-    cfg = load_config(ROOT / "configs" / f"{args.dataset}.yaml", CF, run_dir=run_dir)
-    run_pipeline(cfg, only="prepare")
+    if args.smoke:
+        cfg, run = smoke_prepared("trap", *CF, "train.optim.epochs=2", "train.eval.ks=[10,20]")
+        run_dir, args.dataset, args.fresh = run.path(), "smoke", True
+    else:
+        run_dir = str(WORK / f"trap-{args.dataset}")
+        cfg = load_config(ROOT / "configs" / f"{args.dataset}.yaml", CF, run_dir=run_dir)
+        run_pipeline(cfg, only="prepare")
     run_pipeline(cfg, only="embed")  # the untuned item-text vectors (Ray Data, ~1 min on 2 cores)
     art = Artifacts(run_dir)
     data = art.cf_data()
-    out = RESULTS / f"hnlmrec-trap-{args.dataset}.json"
+    out = (WORK / "smoke" if args.smoke else RESULTS) / f"hnlmrec-trap-{args.dataset}.json"
     old = json.loads(out.read_text()) if out.exists() else {}
     rows = {} if old.get("cf_settings") != CF else old.get("rows", {})
     for name in names:

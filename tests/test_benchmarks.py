@@ -1,6 +1,6 @@
 """Every benchmark runs: `python -m benchmarks.NAME --smoke` on tiny data, for each module of benchmarks/.
 
-A module without a smoke mode yet is skipped with the reason, so that whoever owns it sees what to add. Smoke
+A module without a smoke mode fails (a benchmark nobody runs rots). Smoke
 results go under benchmarks/.work/smoke, never over the committed benchmarks/results/*.json."""
 
 from __future__ import annotations
@@ -45,9 +45,8 @@ def test_benchmark_smoke_mode_runs(name):
         pytest.skip(f"benchmarks.{name} is {NOT_BENCHMARKS[name]}")
     if name in COMMANDS and COMMANDS[name] is None:
         pytest.skip(f"benchmarks.{name} has its own smoke test below")
-    if name not in COMMANDS and "--smoke" not in _source(name):
-        pytest.skip(f"benchmarks.{name} has no --smoke mode yet: add one (tiny data, writes under "
-                    "benchmarks/.work/smoke) and this test runs it")
+    assert name in COMMANDS or "--smoke" in _source(name), (
+        f"benchmarks.{name} has no --smoke mode: add one (tiny data, writes under benchmarks/.work/smoke)")
     if name in NEEDS_RAY and os.cpu_count() < 2:
         pytest.skip("needs 2 CPUs for a local Ray")
     done = _run([f"benchmarks.{name}", *COMMANDS.get(name, ["--smoke"])])

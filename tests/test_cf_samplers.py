@@ -247,15 +247,20 @@ def test_hnlmrec_guard_rejects_live_false_negatives_and_near_copies_of_positives
         model.user_emb.weight[:] = 1.0
         model.item_emb.weight[torch.from_numpy(p0)] = 1.0  # user 0's positives score 4
         model.item_emb.weight[star] = 5.0  # scores above them: a likely false negative for user 0
-    sampler, _, text = _hnlmrec(uniform=DATA.n_items, guard={"text_threshold": None})
+    sampler, _, text = _hnlmrec(uniform=DATA.n_items, guard={"text_threshold": None, "scope": "all"})
     items = sampler.sample(users, pos, model(), model).items
     assert not (items[u0] == star).any()
     st_ = sampler.stats()
     assert st_["guard_rejected_score_share"] > 0 and st_["guard_rejected_text_share"] == 0
     off, _, _ = _hnlmrec(uniform=DATA.n_items, guard={"enabled": False})
     assert (off.sample(users, pos, model(), model).items[u0] == star).float().mean() > 0.5  # unguarded: DNS takes it
+    # scope `neighbours` (the default) leaves the uniform draws to DNS: star is again taken from them
+    nb_only, _, _ = _hnlmrec(uniform=DATA.n_items, guard={"text_threshold": None})
+    assert (nb_only.sample(users, pos, model(), model).items[u0] == star).float().mean() > 0.5
+    assert nb_only.stats()["guard_rejected_score_share"] < st_["guard_rejected_score_share"]
     # text rule: an item whose text copies one of user 0's positives is never drawn for user 0
-    sampler, _, text = _hnlmrec(uniform=DATA.n_items, guard={"rho": 1e9, "text_threshold": 0.99})
+    sampler, _, text = _hnlmrec(uniform=DATA.n_items, guard={"rho": 1e9, "text_threshold": 0.99,
+                                                                      "scope": "all"})
     sampler.text[star] = sampler.text[p0[0]]
     items = sampler.sample(users, pos, model(), model).items
     assert not (items[u0] == star).any()

@@ -248,7 +248,8 @@ class HNLMRecSampler(Sampler):
 
     False-negative guard (train.sampler.hnlmrec.guard): a candidate is not eligible when its live score is
     >= rho * s(u, i), or when its text is at least `text_threshold` cosine from one of the user's training
-    positives. A negative slot without an eligible candidate takes its first uniform draw. `stats()` returns
+    positives; `guard.scope: neighbours` (default) screens only the semantic pool, so the uniform draws stay
+    exactly DNS's candidates. A negative slot without an eligible candidate takes its first uniform draw. `stats()` returns
     and resets the shares rejected since the last call (the trainer logs it per epoch)."""
 
     needs_model = True
@@ -292,8 +293,13 @@ class HNLMRecSampler(Sampler):
             if g.text_threshold is not None and self.text is not None:
                 sim = max_text_similarity(np.maximum(cand, 0).ravel(), flat_u, self.data.train_csr, self.text)
                 bad_text = torch.from_numpy(sim.reshape(cand.shape) >= g.text_threshold) & ok
+                if g.scope == "neighbours":
+                    bad_text[:, self.hc.neighbours:] = False
                 self._counts["rejected_text"] += int(bad_text.sum())
                 bad |= bad_text
+            if g.scope == "neighbours":  # the uniform draws stay exactly DNS's pool
+                bad_score[:, self.hc.neighbours:] = False
+                bad[:, self.hc.neighbours:] = False
             self._counts["rejected_score"] += int(bad_score.sum())
             self._counts["rejected"] += int(bad.sum())
             ok &= ~bad

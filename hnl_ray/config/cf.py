@@ -99,6 +99,9 @@ class GuardConfig(Section):
     text_threshold: float | None = Field(
         0.9, gt=-1, le=1, description="A candidate whose item text has at least this cosine with one of the "
                                       "user's training positives is not eligible (null: no text rule).")
+    scope: Literal["neighbours", "all"] = Field(
+        "neighbours", description="Which candidates the guard screens: `neighbours` (the semantic pool, where the "
+                                  "false negatives come from; the uniform draws stay exactly DNS's) or `all`.")
 
 
 class HNLMRecSamplerConfig(Section):
