@@ -1,9 +1,10 @@
 """Peak memory of a command and everything it starts (Ray's raylet, workers and actors included).
 
-Two figures: the peak of the summed RSS of the command's process tree (what the command itself holds, not
-disturbed by other users of a shared machine), and the peak of the system's used memory above the start (which
-also counts page cache pressure and shared memory such as Ray's object store, but includes everyone else's
-growth). `/usr/bin/time` reports only the largest single process, which undercounts a Ray run.
+Three figures: the peak of the summed RSS of the command's process tree (an upper bound: each of Ray's ~20
+worker processes counts the shared pages of torch and its other libraries again), the peak of the summed PSS
+(proportional set size: a shared page is split among the processes that map it, so the sum is the memory the
+tree really holds; Ray's object store, shared memory, is split the same way), and the peak of the system's used
+memory above the start (which also counts page cache pressure, but includes everyone else's growth). `/usr/bin/time` reports only the largest single process, which undercounts a Ray run.
 
     python -m benchmarks.memwatch -- make demo
 """
@@ -18,33 +19,40 @@ import time
 import psutil
 
 
-def tree_rss(pid: int) -> int:
-    """Summed resident memory of a process and all its descendants (0 once it is gone)."""
+def tree_memory(pid: int) -> tuple[int, int]:
+    """(summed RSS, summed PSS) of a process and all its descendants ((0, 0) once it is gone)."""
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0
-    total = 0
+        return 0, 0
+    rss = pss = 0
     for p in procs:
         try:
-            total += p.memory_info().rss
-        except psutil.NoSuchProcess:
+            full = p.memory_full_info()  # reads smaps_rollup: PSS beside RSS
+            rss, pss = rss + full.rss, pss + getattr(full, "pss", full.rss)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
-    return total
+    return rss, pss
+
+
+def tree_rss(pid: int) -> int:
+    """Summed resident memory of a process and all its descendants (0 once it is gone)."""
+    return tree_memory(pid)[0]
 
 
 def watch(cmd: list[str], interval: float = 0.5) -> dict:
     """Run `cmd`; returns its exit code, wall time and memory peaks (bytes)."""
     base = psutil.virtual_memory().used
-    peak = {"tree": 0, "used": base}
+    peak = {"tree": 0, "pss": 0, "used": base}
     done = threading.Event()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd)
 
     def sample() -> None:
         while not done.wait(interval):
-            peak["tree"] = max(peak["tree"], tree_rss(proc.pid))
+            rss, pss = tree_memory(proc.pid)
+            peak["tree"], peak["pss"] = max(peak["tree"], rss), max(peak["pss"], pss)
             peak["used"] = max(peak["used"], psutil.virtual_memory().used)
 
     thread = threading.Thread(target=sample, daemon=True)
@@ -53,6 +61,7 @@ def watch(cmd: list[str], interval: float = 0.5) -> dict:
     done.set()
     thread.join()
     return {"rc": rc, "wall_s": time.perf_counter() - t0, "peak_tree_rss_bytes": peak["tree"],
+            "peak_tree_pss_bytes": peak["pss"],
             "peak_used_above_start_bytes": peak["used"] - base, "used_at_start_bytes": base}
 
 
@@ -60,6 +69,7 @@ def main() -> None:
     cmd = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]
     r = watch(cmd)
     print(f"memwatch: {r['wall_s']:.1f} s wall, peak process-tree RSS {r['peak_tree_rss_bytes'] / 2**30:.2f} GiB, "
+          f"PSS {r['peak_tree_pss_bytes'] / 2**30:.2f} GiB, "
           f"peak used memory above the start {r['peak_used_above_start_bytes'] / 2**30:.2f} GiB (system used at "
           f"start {r['used_at_start_bytes'] / 2**30:.2f} GiB), rc {r['rc']}", file=sys.stderr)
     raise SystemExit(r["rc"])
