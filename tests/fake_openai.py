@@ -42,7 +42,8 @@ class FakeOpenAI:
     """`mode`: one of MODES for every request, or {text in the user message: mode} (others: ok), so that one
     Ray pipeline exercises several behaviours at once."""
 
-    def __init__(self, mode: str | dict[str, str] = "ok", fail_users: set[str] | None = None):
+    def __init__(self, mode: str | dict[str, str] = "ok", fail_users: set[str] | None = None,
+                 delay_s: float = 0.0):
         by_text = {k: MODES[v] for k, v in mode.items()} if isinstance(mode, dict) else {}
         default = ok if isinstance(mode, dict) else MODES[mode]
 
@@ -53,6 +54,7 @@ class FakeOpenAI:
         self.mode = pick
         self.asked: Counter[str] = Counter()
         self.received: list[dict] = []
+        self.answered: Counter[str] = Counter()  # user messages whose 200 reply was sent in full
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
         fake = self
@@ -75,8 +77,8 @@ class FakeOpenAI:
                 status, headers, data, delay = fake.mode(user, n)
                 if fail_users and any(f in user for f in fail_users):
                     status, headers, data, delay = 500, {}, b"down", 0
-                if delay:
-                    fake.stop_event.wait(delay)
+                if delay or delay_s:
+                    fake.stop_event.wait(delay or delay_s)
                 try:
                     self.send_response(status)
                     headers = {"Content-Type": "application/json", **headers}
@@ -85,6 +87,9 @@ class FakeOpenAI:
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)
+                    if status == 200:
+                        with fake.lock:
+                            fake.answered[user] += 1
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
