@@ -140,6 +140,8 @@ def _trial(params: dict, *, base: dict, run: RunDir, seed: int, metric: str) -> 
     from .stages.train import build_run
 
     tcfg = TrainConfig.model_validate(deep_merge(base, _nest(params)))
+    # Each report carries the trainer's checkpoint of that epoch: it must be written at every evaluation.
+    tcfg = tcfg.model_copy(update={"checkpoint_every": tcfg.eval.every})
     art = Artifacts(run)
     data = art.cf_data()
     out = RunDir(ray.tune.get_context().get_trial_dir())  # the trial's CF run writes into its own folder

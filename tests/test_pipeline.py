@@ -133,7 +133,11 @@ def test_alpha_sweep_with_asha(piped):
     cfg, run, _ = piped
     sweep = load_config(os.path.join(REPO, "configs/tune/demo-alpha.yaml"),
                         small(cfg.llm.model) + ["train.optim.epochs=16", "train.eval.patience=50",
-                                                "tune.grace_period=2"], run_dir=run.path())
+                                                "tune.grace_period=2",
+                                                # a checkpoint period that is not the evaluation's (it failed
+                                                # every trial: the report copied a checkpoint not yet written)
+                                                "train.eval.every=2", "train.checkpoint_every=3"],
+                        run_dir=run.path())
     res = run_tune(sweep, run)
     assert res["trials"] == 12 and res["stopped_early"] >= 4
     for f in ("results.csv", "results.md", "alpha.png", "best_config.yaml", "best_test.json"):

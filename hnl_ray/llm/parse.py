@@ -36,27 +36,42 @@ class Parsed:
     error: str | None = None
 
 
+class _Strings:
+    """Walks JSON text tracking string literals: `outside()` yields (index, char) of the characters that are
+    not inside a string (an opening quote is yielded; what follows it up to its closing quote is not);
+    `in_str` and `esc` tell where the text ended."""
+
+    def __init__(self, text: str, start: int = 0):
+        self.text, self.start, self.in_str, self.esc = text, start, False, False
+
+    def outside(self):
+        for k in range(self.start, len(self.text)):
+            ch = self.text[k]
+            if self.in_str:
+                if self.esc:
+                    self.esc = False
+                elif ch == "\\":
+                    self.esc = True
+                elif ch == '"':
+                    self.in_str = False
+                continue
+            if ch == '"':
+                self.in_str = True
+            yield k, ch
+
+
 def _close(fragment: str) -> str:
     """Close an object cut off mid-way: an open string, then open brackets, innermost first."""
-    stack, in_str, esc = [], False, False
-    for ch in fragment:
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "{[":
+    stack, walk = [], _Strings(fragment)
+    for _, ch in walk.outside():
+        if ch in "{[":
             stack.append("}" if ch == "{" else "]")
         elif ch in "}]" and stack:
             stack.pop()
     out = fragment
-    if esc:
+    if walk.esc:
         out = out[:-1]
-    if in_str:
+    if walk.in_str:
         out += '"'
     out = re.sub(r',\s*"[^"]*"\s*:?\s*$', "", out)  # a key without a value
     out = re.sub(r"[,:]\s*$", "", out)
@@ -64,20 +79,9 @@ def _close(fragment: str) -> str:
 
 
 def _balanced(text: str, start: int) -> str | None:
-    depth, in_str, esc = 0, False, False
-    for k in range(start, len(text)):
-        ch = text[k]
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-            continue
-        if ch == '"':
-            in_str = True
-        elif ch == "{":
+    depth = 0
+    for k, ch in _Strings(text, start).outside():
+        if ch == "{":
             depth += 1
         elif ch == "}":
             depth -= 1
