@@ -95,8 +95,9 @@ def main() -> None:
     rows = {} if old.get("cf_settings") != CF else old.get("rows", {})
     for name in names:
         over = {**ROWS[name], "seed": args.seed}
-        if name in rows and rows[name].get("setting") == over and not args.fresh:
-            console.print(f"{name}: kept from {rows[name]['measured_at']}")
+        key = name if args.seed == 1 else f"{name}@seed{args.seed}"  # seed 1's rows keep their names
+        if key in rows and rows[key].get("setting") == over and not args.fresh:
+            console.print(f"{key}: kept from {rows[key]['measured_at']}")
             continue
         tcfg = cfg.train.model_validate(deep_merge(cfg.train.model_dump(exclude={"runs"}), over))
         folder = f"trap-{name}-s{args.seed}"
@@ -106,13 +107,13 @@ def main() -> None:
         trainer = build_run(tcfg, art, data, art.cf_run(folder), folder, args.seed, progress=False, semantic=parts)
         res = trainer.fit(evaluate_test=False)  # validation only: the test split is not touched
         guard = [r["sampler"] for r in art.cf_log(folder) or [] if "sampler" in r]
-        rows[name] = {"setting": over, "valid": res["valid"], "best_epoch": res["best_epoch"],
+        rows[key] = {"setting": over, "valid": res["valid"], "best_epoch": res["best_epoch"],
                       "epochs_run": res["epochs_run"], "wall_s": round(time.perf_counter() - t0, 1),
                       "sampler_per_epoch_first_last": [guard[0], guard[-1]] if guard else None,
                       "describe": parts.describe if parts else None, "commit": _commit(),
                       "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        console.print(f"{name}: valid N@20 {res['valid']['ndcg@20']:.4f} R@20 {res['valid']['recall@20']:.4f} "
-                      f"(best epoch {res['best_epoch']}, {rows[name]['wall_s']:.0f} s)")
+        console.print(f"{key}: valid N@20 {res['valid']['ndcg@20']:.4f} R@20 {res['valid']['recall@20']:.4f} "
+                      f"(best epoch {res['best_epoch']}, {rows[key]['wall_s']:.0f} s)")
         out.write_text(json.dumps({"benchmark": "hnlmrec-trap", "dataset": args.dataset, "split": "valid only",
                                    "machine": machine(), "cf_settings": CF, "rows": rows}, indent=2,
                                   default=float) + "\n")
