@@ -10,6 +10,13 @@ Paths, interleaved batch by batch in one process (so a loaded machine slows them
 Reported: generated tokens/s per path, parse success (answers that validate), agreement with `generate`, and the
 pruned loop's time shares (prefill, decode forward, grammar, rest), which are robust to the machine's load.
 
+The bound: what the same work would take if every matmul ran at the rate this machine reaches on the model's own
+linear shapes (measured here, at prefill and at decode batch sizes): 2 x (non-embedding parameters) FLOPs per
+prompt token run through the model (the shared system prefix once per batch, each row's rest once, no padding)
+plus 2 x (all parameters, the LM head included) per decoded row-step. Attention and everything else count as
+free, so the bound is optimistic: generated tokens/s above it cannot be reached without less work (shorter
+prompts, fewer answers) or cheaper arithmetic (int8).
+
     python -m benchmarks.generation [--prompts 64] [--batch 32] [--int8]
     python -m benchmarks.generation --smoke      # 4 prompts, 8 tokens; writes under benchmarks/.work
 """
@@ -19,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
@@ -51,6 +59,48 @@ def profile_prompts(n: int, start: int = 0):
     table = table.take(pc.sort_indices(pc.utf8_length(table["user"])))
     start = start if start >= 0 else max(0, (table.num_rows - n) // 2)
     return cfg, table.slice(start, n).to_pylist()
+
+
+def matmul_rates(model_path: str, decode_rows: int, prefill_rows: int = 4096, repeats: int = 5) -> dict:
+    """GFLOP/s of torch's fp32 matmul on one decoder layer's linear shapes of the model, at a decode batch and a
+    prefill batch of rows (the machine's real ceiling for this model, not a datasheet's)."""
+    import json as _json
+
+    import torch
+
+    c = _json.loads((Path(model_path) / "config.json").read_text())
+    h, inter = c["hidden_size"], c["intermediate_size"]
+    kv = h * c.get("num_key_value_heads", c["num_attention_heads"]) // c["num_attention_heads"]
+    shapes = [(h, h), (h, kv), (h, kv), (h, h), (h, inter), (h, inter), (inter, h)]  # q k v o gate up down
+    weights = [torch.randn(o, i) for i, o in shapes]
+    out = {}
+    for name, rows in (("decode", decode_rows), ("prefill", prefill_rows)):
+        xs = {i: torch.randn(rows, i) for i, _ in shapes}
+        flops = sum(2 * rows * i * o for i, o in shapes)
+        for w, (i, _) in zip(weights, shapes):
+            torch.nn.functional.linear(xs[i], w)  # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(4 if name == "prefill" else 200):
+                for w, (i, _) in zip(weights, shapes):
+                    torch.nn.functional.linear(xs[i], w)
+            times.append((time.perf_counter() - t0) / (4 if name == "prefill" else 200))
+        out[name] = flops / sorted(times)[len(times) // 2] / 1e9
+    return out
+
+
+def param_counts(gen: HFGenerator) -> tuple[int, int]:
+    """(all parameters, non-embedding parameters) of the generator's model (tied LM head counted once)."""
+    total = sum(p.numel() for p in gen.model.parameters())
+    return total, total - gen.model.get_input_embeddings().weight.numel()
+
+
+def bound(stats: dict, gen_tokens: int, total: int, non_embed: int, rates: dict) -> dict:
+    t_prefill = 2 * non_embed * stats.get("prefill_tokens", 0) / (rates["prefill"] * 1e9)
+    t_decode = 2 * total * stats.get("row_steps", 0) / (rates["decode"] * 1e9)
+    return {"prefill_s_at_matmul_rate": t_prefill, "decode_s_at_matmul_rate": t_decode,
+            "tokens_per_s_bound": gen_tokens / (t_prefill + t_decode) if t_prefill + t_decode else None}
 
 
 def batch_of(rows: list[dict]) -> dict:
@@ -120,6 +170,18 @@ def main() -> None:
                    generate_row_steps=-(-n // batch) * batch * new_tokens)
     for k, v in shares.items():
         table.append([f"  pruned: {k[:-2]}", "", f"{parts[k]:.1f} s", "", f"{100 * v:.0f} %", "", ""])
+    rates = matmul_rates(model, batch, repeats=2 if args.smoke else 5)
+    total, non_embed = param_counts(paths["pruned"])
+    b = bound(st, res["pruned"]["tokens"], total, non_embed, rates)
+    payload.update(matmul_gflops=rates, params={"total": total, "non_embedding": non_embed},
+                   prefill_tokens=st.get("prefill_tokens", 0), prefill_padded_tokens=st.get("prefill_padded_tokens", 0),
+                   pruned_bound=b)
+    table.append(["bound (pruned's work at the measured matmul rate)", res["pruned"]["tokens"],
+                  f"{b['prefill_s_at_matmul_rate'] + b['decode_s_at_matmul_rate']:.1f} s",
+                  f"{b['tokens_per_s_bound']:.1f}", "", "", ""])
+    table.append([f"  matmul GFLOP/s: decode {rates['decode']:.0f}, prefill {rates['prefill']:.0f}; prompt tokens "
+                  f"{st.get('prefill_tokens', 0)} (padded {st.get('prefill_padded_tokens', 0)}), decode row-steps "
+                  f"{st.get('row_steps', 0)}", "", "", "", "", "", ""])
     report("generation", f"hf engine, SmolLM2-135M, {n} amazon-scientific user-profile prompts, batch {batch}, "
                          f"max {new_tokens} new tokens, JSON-constrained; load avg {load_before[0]:.1f} on "
                          f"{os.cpu_count()} cores",

@@ -73,7 +73,14 @@ class HFGenerator:
         masked, so positions stay contiguous. Outputs equal plain left-padded generation; prefill is cheaper."""
         plain = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         system = str(systems[0])
+        st = self.stats  # prompt tokens run through the model: real ones, and with the padding (benchmarks)
+
+        def counted(real: int, padded: int):
+            st["prefill_tokens"] = st.get("prefill_tokens", 0) + real
+            st["prefill_padded_tokens"] = st.get("prefill_padded_tokens", 0) + padded
+
         if len(texts) < 2 or any(str(x) != system for x in systems):
+            counted(int(plain["attention_mask"].sum()), plain["input_ids"].numel())
             return plain.to(self.device)
         marker = "\x00\x01user\x01\x00"
         tmpl = self.tok.apply_chat_template([{"role": "system", "content": system},
@@ -82,9 +89,11 @@ class HFGenerator:
         prefix = self.tok(tmpl[: tmpl.index(marker)], add_special_tokens=False)["input_ids"]
         rows = [self.tok(t, add_special_tokens=False)["input_ids"] for t in texts]
         if len(prefix) < 8 or any(r[: len(prefix)] != prefix for r in rows):
+            counted(int(plain["attention_mask"].sum()), plain["input_ids"].numel())
             return plain.to(self.device)  # the tokenizer merges across the boundary: no safe split
         rest = [r[len(prefix):] for r in rows]
         width, pad, n = max(map(len, rest)), self.tok.pad_token_id, len(prefix)
+        counted(n + sum(map(len, rest)), n + width * len(rest))
         ids = self.torch.tensor([prefix + [pad] * (width - len(r)) + r for r in rest], device=self.device)
         mask = self.torch.tensor([[1] * n + [0] * (width - len(r)) + [1] * len(r) for r in rest],
                                  device=self.device)
