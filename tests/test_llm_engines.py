@@ -347,3 +347,28 @@ def test_pruned_decoding_equals_generate(lively_llm, structured, shared_system):
     assert got == want
     if not structured:
         assert len({len(r) for r in got}) > 1  # rows did finish at different steps
+
+
+def test_int8_quantization_is_the_configured_cpu_path(lively_llm):
+    """`llm.quantize: int8` reaches the hf generator (its linear layers become dynamically quantized ones, and it
+    still answers in JSON), is part of the answers' fingerprint, and is refused up front on GPU actors."""
+    import torch
+
+    from hnl_ray.llm.engines.base import EngineError
+    from hnl_ray.llm.engines.hf import HFEngine, HFGenerator
+    from hnl_ray.llm.schemas import SCHEMAS, json_schema_str
+    from hnl_ray.stages.profiles import llm_identity
+
+    gen = HFGenerator(lively_llm, 12, 256, 1.0, True, {k: json_schema_str(k) for k in SCHEMAS}, 1, "cpu",
+                      "float32", quantize="int8")
+    kinds = {type(m).__module__ for m in gen.model.modules() if "Linear" in type(m).__name__}
+    assert any("quantized" in k for k in kinds), kinds
+    assert not any(isinstance(m, torch.nn.Linear) and type(m) is torch.nn.Linear for m in gen.model.modules())
+    out = gen({"id": np.array(["a"]), "kind": np.array(["item_profile"]), "system": np.array(["JSON."]),
+               "user": np.array(["Describe toy 1"]), "temperature": np.zeros(1), "seed": np.zeros(1, np.int64)})
+    assert out["error"][0] is None and out["gen_tokens"][0] > 0
+    plain, q8 = load_config(), load_config(sets=["llm.quantize=int8"])
+    assert llm_identity(plain) != llm_identity(q8)
+    gpu = load_config(sets=["llm.quantize=int8", "llm.num_gpus=1"]).llm
+    with pytest.raises(EngineError, match="llm.quantize"):
+        HFEngine(gpu).check()

@@ -89,6 +89,10 @@ class LLMConfig(Section):
                                                         "node; Ray sets 1 otherwise).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="hf: weights dtype; "
                                                                                         "auto = bf16 on GPU.")
+    quantize: Literal["none", "int8"] = Field(
+        "none", description="hf on CPU: `int8` quantizes the linear layers' weights dynamically (torch), ~5x "
+                            "faster matmuls on AVX2 (benchmarks/generation.py); answers change, so it is part of "
+                            "the stages' fingerprint.")
     shard_rows: int = Field(64, ge=1, description="Rows per output shard: a crash loses at most the unwritten "
                                                   "rows of one shard.")
     http: HttpConfig = Field(default_factory=HttpConfig, description="`http` engine settings.")

@@ -42,7 +42,12 @@ class HFGenerator:
         if quantize == "int8":
             if self.device.type != "cpu":
                 raise EngineError("llm.quantize: int8 is the CPU path (torch dynamic quantization); use dtype on GPU")
-            self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
+            import warnings
+
+            with warnings.catch_warnings():  # torch's deprecation notices of its own (still shipped) eager API
+                warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
+                self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
         self.decode = decode
         self.stats: dict[str, float] = {}  # seconds and counts of the own loop's parts (benchmarks read them)
         self.max_new_tokens, self.max_prompt_tokens, self.top_p = max_new_tokens, max_prompt_tokens, top_p
@@ -233,6 +238,9 @@ class HFEngine(Engine):
         self.model_path: str | None = None
 
     def check(self) -> None:
+        if self.cfg.quantize == "int8" and self.cfg.num_gpus > 0:
+            raise EngineError("llm.quantize: int8 is the CPU path (torch dynamic quantization); on GPU actors "
+                              "(llm.num_gpus > 0) use llm.dtype")
         self.model_path = resolve_llm(self.cfg.model, self.cfg.model_cache)
         if self.cfg.num_gpus > 0:  # GPU nodes may not exist yet: ask the autoscaler (fails naming what is missing)
             from ...ray_utils import ensure_resources
@@ -261,7 +269,8 @@ class HFEngine(Engine):
                                        max_prompt_tokens=c.max_prompt_tokens, top_p=c.top_p,
                                        structured=c.structured, schemas={k: json_schema_str(k) for k in SCHEMAS},
                                        threads=c.threads, device=self.device,  # auto: the actor's GPU when it has one
-                                       dtype=c.dtype, repetition_penalty=c.repetition_penalty),
+                                       dtype=c.dtype, repetition_penalty=c.repetition_penalty,
+                                       quantize=c.quantize),
             batch_size=c.batch_size, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=c.concurrency),
             num_cpus=c.num_cpus, num_gpus=c.num_gpus or None,
@@ -271,5 +280,5 @@ class HFEngine(Engine):
         c = self.cfg
         return {"engine": "hf", "model": self.model_path, "max_new_tokens": c.max_new_tokens,
                 "temperature": c.temperature, "retry_temperature": c.retry_temperature, "top_p": c.top_p,
-                "repetition_penalty": c.repetition_penalty,
+                "repetition_penalty": c.repetition_penalty, "quantize": c.quantize,
                 "structured": c.structured, "batch_size": c.batch_size}
