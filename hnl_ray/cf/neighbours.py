@@ -94,8 +94,8 @@ class PairCandidates:
     def width(self) -> int:
         return int(np.diff(self.indptr).max()) if len(self.keys) else 0
 
-    def lookup(self, users: np.ndarray, pos: np.ndarray, n: int) -> np.ndarray:
-        """(B, n) the first n candidates of each pair, -1 where the pair has fewer (or none)."""
+    def slots(self, users: np.ndarray, pos: np.ndarray, n: int) -> np.ndarray:
+        """(B, n) positions in `items` of each pair's first n candidates, -1 where the pair has fewer (or none)."""
         out = np.full((len(users), n), -1, np.int64)
         if n == 0 or not len(self.keys):
             return out
@@ -106,5 +106,14 @@ class PairCandidates:
         length = np.where(hit, np.minimum(self.indptr[at + 1] - self.indptr[at], n), 0)
         col = np.arange(n)[None, :]
         ok = col < length[:, None]
-        out[ok] = self.items[(start[:, None] + col)[ok]]
+        out[ok] = (start[:, None] + col)[ok]
         return out
+
+    def lookup(self, users: np.ndarray, pos: np.ndarray, n: int) -> np.ndarray:
+        """(B, n) the first n candidates of each pair, -1 where the pair has fewer (or none)."""
+        at = self.slots(users, pos, n)
+        return np.where(at >= 0, self.items[np.maximum(at, 0)] if len(self.items) else -1, -1)
+
+    def users(self) -> np.ndarray:
+        """The user of each entry of `items`."""
+        return np.repeat(self.keys // self.n_items, np.diff(self.indptr))

@@ -268,7 +268,18 @@ class HNLMRecSampler(Sampler):
             raise ValueError("train.sampler.hnlmrec.neighbours > 0 needs pair neighbours (source "
                              f"{self.hc.source!r})")
         self.cands, self.text = cands, text
+        self._nb_sim = None  # text rule of every stored neighbour, computed at first use
         return self
+
+    def _neighbour_text_sim(self) -> np.ndarray:
+        """Per entry of the pair neighbours: the highest text cosine to the pair's user's training positives. Both
+        are fixed for the whole run, so this is computed once (in chunks), not per batch."""
+        if self._nb_sim is None:
+            users, items, chunk = self.cands.users(), self.cands.items, 1 << 15
+            self._nb_sim = np.concatenate(
+                [max_text_similarity(items[s: s + chunk], users[s: s + chunk], self.data.train_csr, self.text)
+                 for s in range(0, len(items), chunk)] or [np.zeros(0, np.float32)])
+        return self._nb_sim
 
     def candidates(self, users: np.ndarray, pos: np.ndarray) -> np.ndarray:
         """(B, N + n * M): the pair's neighbours (-1 padded), then n blocks of M uniform draws."""
@@ -278,8 +289,8 @@ class HNLMRecSampler(Sampler):
                                                                                               np.int64)
         return np.concatenate([nb, uni.reshape(len(users), -1)], 1)
 
-    def eligible(self, users: np.ndarray, cand: np.ndarray, s_pos: torch.Tensor, s_cand: torch.Tensor
-                 ) -> torch.Tensor:
+    def eligible(self, users: np.ndarray, pos: np.ndarray, cand: np.ndarray, s_pos: torch.Tensor,
+                 s_cand: torch.Tensor) -> torch.Tensor:
         """(B, C) bool: a real candidate, not a training positive, and not rejected by the guard."""
         real = cand >= 0
         flat_u = np.repeat(users, cand.shape[1])
@@ -291,10 +302,16 @@ class HNLMRecSampler(Sampler):
             bad_score = (s_cand >= g.rho * s_pos[:, None]).cpu() & ok
             bad = bad_score.clone()
             if g.text_threshold is not None and self.text is not None:
-                sim = max_text_similarity(np.maximum(cand, 0).ravel(), flat_u, self.data.train_csr, self.text)
-                bad_text = torch.from_numpy(sim.reshape(cand.shape) >= g.text_threshold) & ok
-                if g.scope == "neighbours":
-                    bad_text[:, self.hc.neighbours:] = False
+                n_nb = self.hc.neighbours
+                sim = np.full(cand.shape, -1.0, np.float32)
+                if n_nb:
+                    at = self.cands.slots(users, pos, n_nb)
+                    sim[:, :n_nb] = np.where(at >= 0, self._neighbour_text_sim()[np.maximum(at, 0)], -1.0)
+                if g.scope == "all" and cand.shape[1] > n_nb:  # the uniform draws change every batch
+                    rest = np.maximum(cand[:, n_nb:], 0)
+                    sim[:, n_nb:] = max_text_similarity(rest.ravel(), np.repeat(users, rest.shape[1]),
+                                                        self.data.train_csr, self.text).reshape(rest.shape)
+                bad_text = torch.from_numpy(sim >= g.text_threshold) & ok
                 self._counts["rejected_text"] += int(bad_text.sum())
                 bad |= bad_text
             if g.scope == "neighbours":  # the uniform draws stay exactly DNS's pool
@@ -315,7 +332,7 @@ class HNLMRecSampler(Sampler):
             uv = emb.users.detach()[torch.from_numpy(users)]
             s_pos = (uv * emb.items.detach()[torch.from_numpy(pos)]).sum(-1)
             s_cand = torch.einsum("bd,bcd->bc", uv, emb.items.detach()[torch.from_numpy(np.maximum(cand, 0))])
-        ok = self.eligible(users, cand, s_pos.cpu(), s_cand.cpu()).to(s_cand.device)
+        ok = self.eligible(users, pos, cand, s_pos.cpu(), s_cand.cpu()).to(s_cand.device)
         picks = []
         taken = torch.zeros_like(ok)
         for k in range(self.n):  # n picks among the eligible candidates, distinct items while there are some
