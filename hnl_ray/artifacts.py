@@ -80,6 +80,17 @@ class Artifacts:
     def uri(self, folder: str, name: str | None = None) -> str:
         return self.run.uri_of(folder, name) if name else self.run.uri_of(folder)
 
+    # where each named file is, for messages (the files themselves are read and written below)
+    def teacher_pairs_uri(self) -> str:
+        return self.uri(TEACHER, "pairs.parquet")
+
+    def negative_embeddings_uri(self) -> str:
+        return self.uri(EMBEDDINGS, "negatives.parquet")
+
+    def items_uri(self, folder: str) -> str:
+        """The catalogue's vectors of `folder` (embeddings/, hardneg/ or hardneg-base/)."""
+        return self.uri(folder, "items.parquet")
+
     # -- manifests ----------------------------------------------------------------------------------------------
     def manifest(self, folder: str) -> dict | None:
         return manifest.load(self.run, folder)

@@ -47,10 +47,10 @@ def item_text_vectors(art: Artifacts, data: CFData, key: str) -> np.ndarray:
     """The embed stage's unit item vectors (n_items, d); `key` is the config key that asked for them."""
     t = art.item_vector_table()
     if t is None:
-        raise CandidateInputError(f"{key}: needs the item text vectors {art.uri(A.EMBEDDINGS, 'items.parquet')}: "
+        raise CandidateInputError(f"{key}: needs the item text vectors {art.items_uri(A.EMBEDDINGS)}: "
                                   "run `hnl-ray embed` first")
     if t.num_rows != data.n_items:
-        raise CandidateInputError(f"{art.uri(A.EMBEDDINGS, 'items.parquet')} has {t.num_rows} items, the prepared "
+        raise CandidateInputError(f"{art.items_uri(A.EMBEDDINGS)} has {t.num_rows} items, the prepared "
                                   f"data {data.n_items}: re-run `hnl-ray embed`")
     return _by_item(t, data)
 
@@ -60,7 +60,7 @@ def catalogue(art: Artifacts, folder: str, data: CFData, key: str, source: str) 
     t = art.hardneg_items(folder)
     if t is None:
         raise CandidateInputError(f"{key}: {source!r} needs the catalogue in the model's space "
-                                  f"{art.uri(folder, 'items.parquet')}, which is missing: run `hnl-ray hardneg` "
+                                  f"{art.items_uri(folder)}, which is missing: run `hnl-ray hardneg` "
                                   f"first, or choose another {key}")
     return _by_item(t, data)
 
@@ -87,10 +87,10 @@ def load_candidates(tcfg: TrainConfig, art: Artifacts, data: CFData, seed: int) 
     if src == "teacher":
         t = art.teacher_pairs(columns=["user_idx", "item_idx", "neg_item_idx"])
         if t is None:
-            raise CandidateInputError(f"{key}: 'teacher' needs {art.uri(A.TEACHER, 'pairs.parquet')}: run "
+            raise CandidateInputError(f"{key}: 'teacher' needs {art.teacher_pairs_uri()}: run "
                                       "`hnl-ray teacher` first")
         u, i, j = (t[c].to_numpy().astype(np.int64) for c in ("user_idx", "item_idx", "neg_item_idx"))
-        _check_ids(u, j, data, art.uri(A.TEACHER, "pairs.parquet"))
+        _check_ids(u, j, data, art.teacher_pairs_uri())
         return PairCandidates.from_long(u, i, j, data.n_items), {A.TEACHER: art.fingerprint(A.TEACHER)}
     if src == "negatives":
         from ..cf.semantic import grounded_lists

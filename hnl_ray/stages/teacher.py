@@ -57,7 +57,7 @@ def run(ctx: Context) -> dict:
             emb = model()
         text = art.item_vectors().astype(np.float32)
         if text.shape[0] != data.n_items:
-            raise StageError(f"{art.uri(A.EMBEDDINGS, 'items.parquet')} has {text.shape[0]} items, the prepared "
+            raise StageError(f"{art.items_uri(A.EMBEDDINGS)} has {text.shape[0]} items, the prepared "
                              f"data {data.n_items}: re-run `hnl-ray embed`")
         users, items = sample_pairs(*data.train, cfg.teacher.pairs_per_user, cfg.seed)
         tc = cfg.teacher

@@ -46,7 +46,7 @@ def run_fingerprint(seed: int, tcfg: TrainConfig, art: Artifacts, extra_inputs: 
 
 def method1_arrays(art: Artifacts) -> SemanticArrays:
     """Method 1's embedded, grounded negatives (false negatives left out)."""
-    where = art.uri(A.EMBEDDINGS, "negatives.parquet")
+    where = art.negative_embeddings_uri()
     t = art.negative_embeddings()
     if t is None:
         raise SemanticInputError(f"{where} not found: run `hnl-ray negatives` and `hnl-ray embed` first "
@@ -61,7 +61,7 @@ def method1_arrays(art: Artifacts) -> SemanticArrays:
 
 
 def _teacher_targets(art: Artifacts, why: str) -> tuple[tuple, str]:
-    where = art.uri(A.TEACHER, "pairs.parquet")
+    where = art.teacher_pairs_uri()
     p = art.teacher_pairs(columns=["user_idx", "item_idx", "neg_item_idx"])
     if p is None:
         raise SemanticInputError(f"{where} not found: {why}")
@@ -106,7 +106,7 @@ def semantic_arrays(tcfg: TrainConfig, art: Artifacts) -> tuple[SemanticArrays, 
 def _catalogue(art: Artifacts, folder: str) -> tuple[np.ndarray, str]:
     """The items in the pair vectors' space, for `adapter_objective: item`: (n_items, d), row = item_idx."""
     t = art.item_vector_table() if folder == A.EMBEDDINGS else art.hardneg_items(folder)
-    where = art.uri(folder, "items.parquet")
+    where = art.items_uri(folder)
     if t is None:
         raise SemanticInputError(f"train.sampler.semantic.adapter_objective: item needs the catalogue in the "
                                  f"model's space {where}, which is missing: run `hnl-ray hardneg` (`hnl-ray embed` "
