@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from .base import Section, check_name
 
@@ -16,6 +16,10 @@ def check_metric(v: str) -> str:
     if not _METRIC.match(v) or int(_METRIC.match(v).group(2)) < 1:  # type: ignore[union-attr]
         raise ValueError(f"{v!r}: a metric looks like recall@20, ndcg@20, precision@10 or hit@10 (K >= 1)")
     return v
+
+
+# A metric name, checked wherever one appears (train.eval.metric, tune.metric).
+Metric = Annotated[str, AfterValidator(check_metric)]
 
 
 def metric_k(v: str) -> int:
@@ -170,15 +174,10 @@ class OptimConfig(Section):
 
 class EvalConfig(Section):
     ks: list[int] = Field([10, 20], description="Cut-offs K of Recall/NDCG/Precision/HitRate@K.")
-    metric: str = Field("ndcg@20", description="Validation metric for early stopping and model choice.")
+    metric: Metric = Field("ndcg@20", description="Validation metric for early stopping and model choice.")
     every: int = Field(1, ge=1, description="Evaluate on validation every N epochs.")
     patience: int = Field(10, ge=1, description="Stop after this many evaluations without improvement.")
     batch_users: int = Field(2048, ge=1, description="Users scored per evaluation batch.")
-
-    @field_validator("metric")
-    @classmethod
-    def _metric(cls, v: str) -> str:
-        return check_metric(v)
 
     @field_validator("ks")
     @classmethod

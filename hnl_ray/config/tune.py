@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from .base import SafeName, Section
-from .cf import check_metric
+from .cf import Metric
 
 DOMAINS = ("grid", "choice", "uniform", "loguniform", "randint")
 
@@ -16,7 +16,7 @@ class TuneConfig(Section):
     name: SafeName = Field("sweep", description="Sweep name: results go to <run-dir>/tune/<name>/.")
     base_run: str | None = Field(None, description="A named run of train.runs whose settings trials start from "
                                                    "(null: the `train` settings).")
-    metric: str = Field("ndcg@20", description="Validation metric the scheduler and the choice of the best "
+    metric: Metric = Field("ndcg@20", description="Validation metric the scheduler and the choice of the best "
                                                "trial read (the test split is never used).")
     search: Literal["grid", "random", "optuna"] = Field("grid", description="Search algorithm.")
     num_samples: int = Field(1, ge=1, description="grid: repeats of the grid; random/optuna: trials.")
@@ -31,11 +31,6 @@ class TuneConfig(Section):
         description="Dotted keys under `train` -> one domain: {grid: [...]}, {choice: [...]}, {uniform: [lo, hi]}, "
                     "{loguniform: [lo, hi]} or {randint: [lo, hi]}. E.g. `sampler.semantic.alpha: {grid: [0, "
                     "0.01, 0.1]}`.")
-
-    @field_validator("metric")
-    @classmethod
-    def _metric(cls, v: str) -> str:
-        return check_metric(v)
 
     @field_validator("space")
     @classmethod
