@@ -32,6 +32,21 @@ def cpu_model() -> str:
         return platform.processor() or "unknown"
 
 
+def commit() -> str:
+    """The checkout's commit, `+dirty` when its code or configs differ from it (uncommitted or untracked files
+    make the figures unreproducible from the sha alone)."""
+    import subprocess
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "hnl_ray", "benchmarks", "configs"],
+                               cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def machine() -> dict:
     import torch
 
@@ -103,7 +118,8 @@ def report(name: str, title: str, columns: list[str], rows: list[list], payload:
     folder = WORK / "smoke" if smoke else RESULTS
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"{name}.json"
-    payload = {"benchmark": name, "machine": machine(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    payload = {"benchmark": name, "machine": machine(), "commit": commit(),
+               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
                **payload}
     out.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     console.print(f"wrote {out.relative_to(ROOT)}")

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import time
 
 from hnl_ray.artifacts import Artifacts
@@ -38,7 +37,7 @@ from hnl_ray.config.loader import deep_merge
 from hnl_ray.pipeline import run_pipeline
 from hnl_ray.stages.train import build_run, semantic_parts
 
-from ._common import RESULTS, ROOT, WORK, console, machine, smoke_prepared
+from ._common import RESULTS, ROOT, WORK, commit, console, machine, smoke_prepared
 
 CF = ["train.model.name=lightgcn", "train.model.dim=64", "train.model.layers=3", "train.optim.lr=0.002",
       "train.optim.batch_size=1024", "train.optim.epochs=400", "train.eval.metric=ndcg@20",
@@ -62,14 +61,6 @@ ROWS = {
     "text-guard-u32-strict": {"sampler": deep_merge(TEXT, {"hnlmrec": {"uniform": 32,
                                                                        "guard": {"text_threshold": 0.5}}})},
 }
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:
@@ -114,7 +105,7 @@ def main() -> None:
         rows[key] = {"setting": over, "valid": res["valid"], "best_epoch": res["best_epoch"],
                       "epochs_run": res["epochs_run"], "wall_s": round(time.perf_counter() - t0, 1),
                       "sampler_per_epoch_first_last": [guard[0], guard[-1]] if guard else None,
-                      "describe": parts.describe if parts else None, "commit": _commit(),
+                      "describe": parts.describe if parts else None, "commit": commit(),
                       "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         console.print(f"{key}: valid N@20 {res['valid']['ndcg@20']:.4f} R@20 {res['valid']['recall@20']:.4f} "
                       f"(best epoch {res['best_epoch']}, {rows[key]['wall_s']:.0f} s)")

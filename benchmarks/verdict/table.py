@@ -9,7 +9,6 @@ it ran; the test split is read only after every choice is made.
 from __future__ import annotations
 
 import logging
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -22,6 +21,7 @@ from hnl_ray.config.cf import TrainConfig
 from hnl_ray.config.tune import TuneConfig
 from hnl_ray.storage import RunDir
 
+from .._common import commit
 from . import artifacts
 from .config import BenchConfig, RowConfig, missing_need, row_train
 
@@ -29,16 +29,7 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def git_commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        # Uncommitted or untracked code and configs make the figures unreproducible from the sha alone.
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "hnl_ray", "benchmarks", "configs"],
-                               cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+git_commit = commit  # the benchmarks' one definition of the code version
 
 
 def pipeline_config(bench: BenchConfig, here: Path, run_dir: str) -> Config:
