@@ -27,8 +27,10 @@ class RunDir:
             self.fs, self.root = fs, uri
             self.uri = uri.rstrip("/")
         elif "://" in uri:
+            # pyarrow's options ride in the query (s3://bucket/run?endpoint_override=host:port&scheme=http)
             self.fs, self.root = pafs.FileSystem.from_uri(uri)
-            self.uri = uri.rstrip("/")
+            base, sep, query = uri.partition("?")
+            self.uri = base.rstrip("/") + sep + query
         else:
             self.fs, self.root = pafs.LocalFileSystem(), os.path.abspath(uri)
             self.uri = self.root
@@ -50,8 +52,10 @@ class RunDir:
         return "/".join([self.root, *[p.strip("/") for p in parts if p]])
 
     def uri_of(self, *parts: str) -> str:
-        """Full URI (with scheme for remote filesystems), for readers that take a URI."""
-        return "/".join([self.uri, *[p.strip("/") for p in parts if p]])
+        """Full URI (with scheme for remote filesystems), for readers that take a URI; a remote URI's query
+        (pyarrow's filesystem options) stays at the end."""
+        base, sep, query = self.uri.partition("?") if "://" in self.uri else (self.uri, "", "")
+        return "/".join([base, *[p.strip("/") for p in parts if p]]) + sep + query
 
     def exists(self, *parts: str) -> bool:
         return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
