@@ -1,0 +1,168 @@
+"""Issue 15, the S3 proof point: `hnl-ray run` of the demo (shrunk) into s3://bucket/... on a local S3-compatible
+server (moto's server mode on 127.0.0.1), end to end; then the same run SIGKILLed part-way (its driver and its local
+Ray, during fine-tuning, once a Ray Train checkpoint is on S3) and re-run.
+
+The endpoint reaches every process through pyarrow's URI query (`?endpoint_override=127.0.0.1:PORT&scheme=http`:
+the run directory's filesystem object, pickled into Ray Data tasks, Ray Train's controller and workers) and the
+credentials through the standard AWS environment variables (inherited by the local Ray the driver starts). Nothing
+here configures the project's code in-process: the pipeline runs in a subprocess through the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from test_pipeline import small
+
+pytestmark = pytest.mark.slow
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUCKET = "bucket"
+KEY = "testing"
+# The Ray Train run of the fine-tuning stage: 16 steps, a checkpoint every 2, so a kill after the first checkpoint
+# lands mid-fit and the re-run resumes from that checkpoint on S3.
+SETS = ["llm.retries=0", "finetune.max_steps=16", "finetune.checkpoint_every=2"]
+UPSTREAM = ("prepared", "profiles/items", "profiles/users", "negatives", "embeddings", "teacher", "cf/teacher")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def s3(tmp_path):
+    from moto.server import ThreadedMotoServer
+    import pyarrow.fs as pafs
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", access_key=KEY, secret_key=KEY,
+                           region="us-east-1", allow_bucket_creation=True)
+    fs.create_dir(BUCKET)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=KEY, AWS_DEFAULT_REGION="us-east-1",
+               AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=str(tmp_path / "no-aws-config"),
+               AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-aws-credentials"),
+               RAY_DATA_DISABLE_PROGRESS_BARS="1")
+    try:
+        yield port, fs, env
+    finally:
+        server.stop()
+
+
+def _cli() -> list[str]:
+    script = shutil.which("hnl-ray", path=os.path.dirname(sys.executable))
+    return [script] if script else [sys.executable, "-m", "hnl_ray.cli"]
+
+
+def _cmd(uri: str, tiny_llm: str) -> list[str]:
+    sets = []
+    for s in small(tiny_llm) + SETS:
+        sets += ["--set", s]
+    return [*_cli(), "run", "--config", "configs/demo.yaml", "--run-dir", uri, *sets]
+
+
+def _read(fs, path: str) -> bytes:
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def _manifests(fs, root: str) -> dict[str, bytes]:
+    """Every stage manifest under a run directory on S3: {folder relative to the root: bytes}."""
+    import pyarrow.fs as pafs
+
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    return {i.path[len(root) + 1:].rpartition("/")[0]: _read(fs, i.path) for i in infos
+            if i.base_name == "manifest.json" and "/finetune/ray/" not in i.path}
+
+
+def _files(m: bytes) -> dict:
+    """A manifest's output files with their digests (what the stage wrote, without timings)."""
+    return json.loads(m)["files"]
+
+
+def test_s3_run_killed_mid_finetune_resumes_to_the_uninterrupted_outputs(s3, tiny_llm, tmp_path):
+    import pyarrow.fs as pafs
+
+    port, fs, env = s3
+    query = f"?endpoint_override=127.0.0.1:{port}&scheme=http"
+    t0 = time.perf_counter()
+
+    # 1. The uninterrupted run (the reference).
+    ref = subprocess.run(_cmd(f"s3://{BUCKET}/ref{query}", tiny_llm), cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert ref.returncode == 0, ref.stdout[-3000:] + ref.stderr[-3000:]
+    assert f"s3://{BUCKET}/ref/report.md{query}" in ref.stdout  # the URI's query stays at its end
+    ref_m = _manifests(fs, f"{BUCKET}/ref")
+    t_ref = time.perf_counter() - t0
+
+    # 2. The same run into another prefix, SIGKILLed (driver and its local Ray) once fine-tuning has a
+    # checkpoint on S3 that Ray Train registered.
+    root = f"{BUCKET}/demo"
+    cmd = _cmd(f"s3://{root}{query}", tiny_llm)
+    log = open(tmp_path / "killed.log", "wb")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+    snapshot = None
+    try:
+        deadline = time.time() + 900
+        while time.time() < deadline and snapshot is None:
+            assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+            infos = fs.get_file_info(pafs.FileSelector(f"{root}/finetune/ray", recursive=True,
+                                                       allow_not_found=True))
+            snapshot = next((i.path for i in infos if i.base_name == "checkpoint_manager_snapshot.json"), None)
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        log.close()
+    assert snapshot is not None, "fine-tuning never checkpointed"
+    before = _manifests(fs, root)
+    assert set(before) == set(UPSTREAM), sorted(before)  # finetune was cut off before its manifest
+
+    # 3. The re-run: the finished stages are skipped, fine-tuning resumes from its S3 checkpoint.
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    t_all = time.perf_counter() - t0
+    for stage in ("prepare", "profiles", "negatives", "embed", "teacher"):
+        assert f"✓ {stage}: up to date" in again.stdout + again.stderr, again.stderr[-3000:]
+    after = _manifests(fs, root)
+    for folder in UPSTREAM:  # not rewritten: byte-identical manifests (finished_at included)
+        assert after[folder] == before[folder], folder
+    metrics = json.loads(_read(fs, f"{root}/finetune/metrics.json"))
+    assert metrics["resumed"] == 1, metrics
+    log_rows = [json.loads(x) for x in _read(fs, f"{root}/finetune/log.jsonl").decode().splitlines()]
+    resumed_at = [r["step"] for r in log_rows if r.get("event") == "resumed"]
+    assert len(resumed_at) == 1 and 2 <= resumed_at[0] < 16 and metrics["steps"] == 16, (resumed_at, metrics)
+
+    # 4. The outputs against the uninterrupted run's. The generation and embedding stages are deterministic:
+    # their data files are byte-identical. Training (the CF teacher, fine-tuning, the CF runs) is compared by what
+    # must match: the same files, ids and step counts.
+    assert set(after) == set(ref_m), sorted(set(after) ^ set(ref_m))
+    differ = {f: sorted(n for n in _files(after[f]) if _files(after[f])[n] != _files(ref_m[f]).get(n))
+              for f in ref_m}
+    print(f"\n[s3] reference run {t_ref:.0f} s, whole test {t_all:.0f} s; files that differ from the "
+          f"uninterrupted run's: {({f: d for f, d in differ.items() if d})}")
+    for folder in ref_m:
+        assert set(_files(after[folder])) == set(_files(ref_m[folder])), folder
+    for folder in ("prepared", "profiles/items", "profiles/users", "negatives", "embeddings"):
+        assert not [n for n in differ[folder] if n.endswith(".parquet")], (folder, differ[folder])
+    ref_metrics = json.loads(_read(fs, f"{BUCKET}/ref/finetune/metrics.json"))
+    for k in ("steps", "train_pairs", "valid_pairs", "targets_per_pair"):
+        assert metrics[k] == ref_metrics[k], k
+    import pyarrow.parquet as pq
+
+    ids = [sorted(pq.read_table(f"{r}/hardneg/part-00000.parquet", filesystem=fs, columns=["id"])["id"].to_pylist())
+           for r in (root, f"{BUCKET}/ref")]
+    assert ids[0] == ids[1] and ids[0]
