@@ -173,7 +173,7 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
     max_steps = cfg.max_steps or 10**12
     t0 = time.perf_counter()
     tokens = pairs = 0  # this worker's, since this (re)start
-    done = False
+    done = step >= max_steps  # resumed from the last checkpoint (killed before the manifest): nothing to train
     while epoch < cfg.epochs and not done:
         for b, batch in enumerate(shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy",
                                                      drop_last=True)):
