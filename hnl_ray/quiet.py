@@ -59,6 +59,11 @@ def quiet_output() -> None:
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "0" if bars else "1")
     if not bars:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bars too
+    # Ray Train's own DatasetManager actor (not our code, not our workers) sets a Ray Data option that Ray has
+    # deprecated; Python's warning filter in the environment reaches that actor too.
+    if "exclude_resources" not in os.environ.get("PYTHONWARNINGS", ""):
+        extra = "ignore:`ExecutionOptions.exclude_resources` is deprecated:DeprecationWarning"
+        os.environ["PYTHONWARNINGS"] = ",".join(x for x in (os.environ.get("PYTHONWARNINGS"), extra) if x)
     quiet_worker()
     for name, prefix in LIBRARY_LOGS:
         logger = logging.getLogger(name)
