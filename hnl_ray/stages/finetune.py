@@ -114,6 +114,9 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
         t = config["artifacts"].teacher_embeddings()
         cf_vecs = (t["users"], t["items"])
     enc = LLMEncoder(config["base_path"], cfg, cf_dim=cf_vecs[0].shape[1] if cf_vecs else None)
+    # from_pretrained leaves the model in eval mode, where transformers skips activation checkpointing (and LoRA
+    # dropout) without a word: training mode, or each worker keeps every layer's activations.
+    enc.train()
     if cfg.gradient_checkpointing:  # non-reentrant: works with frozen (LoRA) inputs and DDP's static graph
         enc.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if world > 1 or use_gpu:
