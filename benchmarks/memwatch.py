@@ -4,7 +4,8 @@ Three figures: the peak of the summed RSS of the command's process tree (an uppe
 worker processes counts the shared pages of torch and its other libraries again), the peak of the summed PSS
 (proportional set size: a shared page is split among the processes that map it, so the sum is the memory the
 tree really holds; Ray's object store, shared memory, is split the same way), and the peak of the system's used
-memory above the start (which also counts page cache pressure, but includes everyone else's growth). `/usr/bin/time` reports only the largest single process, which undercounts a Ray run.
+memory above the start (which also counts page cache pressure, but includes everyone else's growth).
+`/usr/bin/time` reports only the largest single process, which undercounts a Ray run.
 
     python -m benchmarks.memwatch [--timeline FILE.jsonl] -- make demo
 

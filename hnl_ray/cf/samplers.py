@@ -249,8 +249,8 @@ class HNLMRecSampler(Sampler):
     False-negative guard (train.sampler.hnlmrec.guard): a candidate is not eligible when its live score is
     >= rho * s(u, i), or when its text is at least `text_threshold` cosine from one of the user's training
     positives; `guard.scope: neighbours` (default) screens only the semantic pool, so the uniform draws stay
-    exactly DNS's candidates. A negative slot without an eligible candidate takes its first uniform draw. `stats()` returns
-    and resets the shares rejected since the last call (the trainer logs it per epoch)."""
+    exactly DNS's candidates. A negative slot without an eligible candidate takes its first uniform draw.
+    `stats()` returns and resets the shares rejected since the last call (the trainer logs it per epoch)."""
 
     needs_model = True
 
@@ -259,6 +259,7 @@ class HNLMRecSampler(Sampler):
         self.hc = cfg.hnlmrec
         self.cands = None
         self.text: torch.Tensor | None = None
+        self._nb_sim: np.ndarray | None = None
         self._counts = dict.fromkeys(("candidates", "rejected_score", "rejected_text", "rejected", "picked",
                                       "picked_neighbour", "fallback"), 0)
 
