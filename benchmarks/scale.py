@@ -6,7 +6,7 @@ time and the peak RSS of its whole process tree (benchmarks/memwatch.py).
     python -m benchmarks.scale --smoke     # 1/100 of it, a minute
     python -m benchmarks.scale --fraction 0.1
 
-Writes benchmarks/results/scale[-smoke|-<fraction>].json.
+Writes benchmarks/results/scale[-<fraction>].json (the smoke: benchmarks/.work/smoke/scale-smoke.json).
 """
 
 from __future__ import annotations
@@ -106,7 +106,8 @@ def main() -> None:
            "peak RSS (process tree)"], rows,
            {"fraction": fraction, "data": data, "batch_size": args.batch_size, "max_steps": args.max_steps, "prepare": prep, "train": train,
             "train_detail": t, "prepare_stats": stats,
-            "note": "timings on a shared 2-core machine are distorted by the other users' load"})
+            "note": "timings on a shared 2-core machine are distorted by the other users' load"},
+           smoke=args.smoke)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -221,9 +221,9 @@ def read_delimited(path: str, errors: LineErrors, *, delimiter: str = ",", names
             raise DataError(f"gzip data is truncated or corrupt ({exc}); re-download the file", path) from None
         raise DataError(f"cannot parse as delimited text: {exc}", path) from None
     if not names:  # header given: make every column text so the typed conversion below reports lines
-        try:
+        try:  # a header that is not UTF-8 fails here, when its names are decoded
             table = table.cast(pa.schema([(f.name, pa.string()) for f in table.schema]))
-        except pa.ArrowInvalid as exc:
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
             raise undecodable(exc) from None
 
     def line_of(row_idx: int) -> int:
