@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ._common import RESULTS, SHARED, machine
+from ._common import RESULTS, SHARED, WORK, machine
 
 RUNGS = ("encoder", "llm")
 
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
                        "figures are taken under other engineers' load",
                "rungs": described, "median_pairs_per_s": med, "median_ratio_encoder_over_llm": ratio,
                "rounds": rounds}
-    out = Path(args.out) if args.out else RESULTS / f"{payload['benchmark']}.json"
+    out = Path(args.out) if args.out else (WORK / "smoke" if args.smoke else RESULTS) / f"{payload['benchmark']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"median pairs/s: encoder {med['encoder']:.2f}, llm {med['llm']:.2f}; ratio {ratio:.2f} (wrote {out})")
