@@ -11,7 +11,8 @@ Texts: queries and passages built like fine-tuning's from amazon-scientific's it
 query's user profile from 6 item titles (profiles.user_source: text). `--smoke`: 2-layer random models with the
 rungs' tokenizers and synthetic texts, a few steps (what `make test` runs).
 
-    python -m benchmarks.finetune_rungs [--rounds 5] [--steps 4] [--batch 16] [--k 4] [--threads 2] [--smoke]
+    python -m benchmarks.finetune_rungs [--rounds 5] [--steps 4] [--batch 16] [--k 4] [--threads 2]
+                                        [--model-dropout 0|none] [--smoke]
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def tiny_models(out: Path) -> dict[str, str]:
     return {"encoder": str(out / "encoder"), "llm": str(out / "llm")}
 
 
-def build(rung: str, path: str | None):
+def build(rung: str, path: str | None, model_dropout: float | None = 0.0):
     import torch
 
     from hnl_ray.config.hnlmrec import FinetuneConfig
@@ -84,8 +85,9 @@ def build(rung: str, path: str | None):
     from hnl_ray.llm.models import resolve_finetune_model
 
     cfg = FinetuneConfig(encoder="sentence" if rung == "encoder" else "causal", base_model=path,
-                         max_query_tokens=256, max_passage_tokens=64, lr=5e-4)
-    enc = LLMEncoder(resolve_finetune_model(cfg, "~/.cache/hnl-ray/models"), cfg)
+                         max_query_tokens=256, max_passage_tokens=64, lr=5e-4, model_dropout=model_dropout)
+    # training mode, as the stage trains (from_pretrained returns a model in eval mode: no dropout at all)
+    enc = LLMEncoder(resolve_finetune_model(cfg, "~/.cache/hnl-ray/models"), cfg).train()
     opt = torch.optim.AdamW([p for p in enc.parameters() if p.requires_grad], lr=cfg.lr)
     return cfg, enc, opt
 
@@ -121,6 +123,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch", type=int, default=16, help="pairs per step")
     ap.add_argument("--k", type=int, default=4, help="targets (positives) per pair")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (the 2-core budget)")
+    ap.add_argument("--model-dropout", default="0", help="finetune.model_dropout of both rungs ('none': each "
+                    "model's own rates; 0, the benchmark configs' setting, keeps only LoRA's dropout)")
     ap.add_argument("--smoke", action="store_true", help="2-layer random models, synthetic texts")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/finetune-rungs[-smoke].json)")
     args = ap.parse_args(argv)
@@ -130,7 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
     queries, passages = texts(n_pairs, args.k, args.smoke)
     with tempfile.TemporaryDirectory() as tmp:
         paths = tiny_models(Path(tmp)) if args.smoke else {"encoder": None, "llm": None}
-        models = {r: build(r, paths[r]) for r in RUNGS}
+        dropout = None if args.model_dropout == "none" else float(args.model_dropout)
+        models = {r: build(r, paths[r], dropout) for r in RUNGS}
         for r in RUNGS:  # warm-up: first-call allocations and thread pools out of the timings
             steps(models[r][1], models[r][2], queries, passages, args.batch, 1, 0)
         rounds = []

@@ -120,6 +120,27 @@ def test_encoder_rung_trains_with_multiple_positives(tiny_sentence):
     assert tokens > 0 and pos.sum() == 3 and losses[-1] < losses[0]
 
 
+def test_model_dropout_sets_the_base_models_rates_and_keeps_loras(tiny_sentence):
+    texts = ["user likes microscopes and slide covers", "user likes pipettes"]
+
+    def twice(cfg):
+        enc = LLMEncoder(tiny_sentence, cfg).train()  # dropout acts in training mode only
+        return enc, enc.encode_queries(texts), enc.encode_queries(texts)
+
+    enc, a, b = twice(FinetuneConfig(encoder="sentence", max_query_tokens=64))
+    assert not torch.allclose(a, b)  # as published: BERT's hidden and attention dropout 0.1
+    assert enc.model.base_model.model.config.hidden_dropout_prob == 0.1
+    enc, a, b = twice(FinetuneConfig(encoder="sentence", max_query_tokens=64, model_dropout=0.0,
+                                     lora={"dropout": 0.0}))
+    assert torch.allclose(a, b)  # no random mask anywhere
+    cfg = enc.model.base_model.model.config
+    assert cfg.hidden_dropout_prob == cfg.attention_probs_dropout_prob == 0.0
+    enc = LLMEncoder(tiny_sentence, FinetuneConfig(encoder="sentence", model_dropout=0.0, lora={"dropout": 0.05}))
+    rates = {n.rsplit(".", 1)[0].rsplit(".", 1)[-1]: m.p for n, m in enc.model.named_modules()
+             if isinstance(m, torch.nn.Dropout)}
+    assert rates.pop("lora_dropout") == 0.05 and set(rates.values()) == {0.0}, rates
+
+
 def test_encoder_without_mean_pooling_or_with_last_pooling_is_refused(tiny_sentence, tmp_path):
     with pytest.raises(EncoderError, match=r"finetune.pooling: last.*pools by mean"):
         LLMEncoder(tiny_sentence, FinetuneConfig(encoder="sentence", pooling="last"))

@@ -52,6 +52,23 @@ def sentence_transformer_path(path: str, cfg: FinetuneConfig) -> str:
     return transformer
 
 
+# The config keys transformers' models read their dropout rates from (BERT, Llama/Qwen, GPT-2 families).
+DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "attention_dropout", "hidden_dropout",
+                "dropout", "activation_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop")
+
+
+def model_config(base_path: str, dropout: float | None):
+    """The base model's transformers config, with every dropout rate set to `dropout` (None: as published)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(base_path)
+    if dropout is not None:
+        for key in DROPOUT_KEYS:
+            if isinstance(getattr(config, key, None), (int, float)):
+                setattr(config, key, dropout)
+    return config
+
+
 class LLMEncoder(nn.Module):
     def __init__(self, base_path: str, cfg: FinetuneConfig, cf_dim: int | None = None, lora: bool = True,
                  dtype: torch.dtype | None = None):
@@ -70,7 +87,11 @@ class LLMEncoder(nn.Module):
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
         self.tok.padding_side = "right"
-        base = AutoModel.from_pretrained(base_path, dtype=dtype)
+        base = AutoModel.from_pretrained(base_path, config=model_config(base_path, cfg.model_dropout), dtype=dtype)
+        if cfg.model_dropout is not None:  # also dropout layers whose rate no config key names
+            for m in base.modules():
+                if isinstance(m, nn.Dropout):
+                    m.p = cfg.model_dropout
         if lora:
             from peft import LoraConfig, get_peft_model
 
