@@ -22,7 +22,11 @@ Runs go one at a time and write as they finish (a re-run skips rows already in t
 settings; `--fresh` redoes them).
 
     python -m benchmarks.hnlmrec_trap [--dataset amazon-scientific] [--rows dns,text-noguard,text-guard] [--fresh]
+    python -m benchmarks.hnlmrec_trap --rows encoder-dns,encoder,encoder-noguard,encoder-teacher,encoder-shuffled,encoder-random
     python -m benchmarks.hnlmrec_trap --smoke   # dns and text-guard, 2 epochs on the demo's tiny synthetic data
+
+The `encoder-*` rows are HNLMRec v2 itself on the encoder rung (see ENCODER_ROWS); they need the hardneg stage of
+configs/bench/pipeline/<dataset>-encoder.yaml finished in that file's run directory.
 """
 
 from __future__ import annotations
@@ -61,6 +65,22 @@ ROWS = {
     "text-guard-u32-strict": {"sampler": deep_merge(TEXT, {"hnlmrec": {"uniform": 32,
                                                                        "guard": {"text_threshold": 0.5}}})},
 }
+# HNLMRec v2 itself: the sampler on the encoder rung's neighbours (hardneg/ of the pipeline
+# configs/bench/pipeline/<dataset>-encoder.yaml: all-MiniLM-L6-v2 + LoRA fine-tuned on every training pair), at the
+# sampler's defaults, and its cheap controls through the same path. These rows train in that pipeline's run
+# directory (same prepared data); `encoder-dns` repeats the DNS reference there.
+V2 = {"name": "hnlmrec", "hnlmrec": {"source": "hardneg", "neighbours": 16, "uniform": 16, "rule": "dns",
+                                     "guard": {"enabled": True, "rho": 0.95, "text_threshold": 0.5,
+                                               "scope": "neighbours"}}}
+ENCODER_ROWS = {
+    "encoder-dns": ROWS["dns"],
+    "encoder": {"sampler": V2},
+    "encoder-noguard": {"sampler": deep_merge(V2, {"hnlmrec": {"guard": {"enabled": False}}})},
+    "encoder-teacher": {"sampler": deep_merge(V2, {"hnlmrec": {"source": "teacher"}})},   # no language model
+    "encoder-shuffled": {"sampler": deep_merge(V2, {"hnlmrec": {"source": "shuffled"}})},  # vectors across users
+    "encoder-random": {"sampler": deep_merge(V2, {"hnlmrec": {"source": "random"}})},      # a random unit vector
+}
+ROWS.update(ENCODER_ROWS)
 
 
 def main() -> None:
@@ -78,11 +98,21 @@ def main() -> None:
     if args.smoke:
         cfg, run = smoke_prepared("trap", *CF, "train.optim.epochs=2", "train.eval.ks=[10,20]")
         run_dir, args.dataset, args.fresh = run.path(), "smoke", True
+    elif any(n in ENCODER_ROWS for n in names):
+        if not all(n in ENCODER_ROWS for n in names):
+            raise SystemExit("--rows: run the encoder-* rows apart from the others (another run directory)")
+        pipeline = ROOT / "configs" / "bench" / "pipeline" / f"{args.dataset}-encoder.yaml"
+        cfg = load_config(pipeline, CF)
+        run_dir = str(cfg.resolved_run_dir())
+        if Artifacts(run_dir).manifest("hardneg") is None:
+            raise SystemExit(f"the encoder-* rows read the hardneg stage of {pipeline.relative_to(ROOT)}, not "
+                             f"finished in {run_dir}: run its stages first (the commands are in that file)")
     else:
         run_dir = str(WORK / f"trap-{args.dataset}")
         cfg = load_config(ROOT / "configs" / f"{args.dataset}.yaml", CF, run_dir=run_dir)
         run_pipeline(cfg, only="prepare")
-    run_pipeline(cfg, only="embed")  # the untuned item-text vectors (Ray Data, ~1 min on 2 cores)
+    if not any(n in ENCODER_ROWS for n in names):
+        run_pipeline(cfg, only="embed")  # the untuned item-text vectors (Ray Data, ~1 min on 2 cores)
     art = Artifacts(run_dir)
     data = art.cf_data()
     out = (WORK / "smoke" if args.smoke else RESULTS) / f"hnlmrec-trap-{args.dataset}.json"
@@ -106,6 +136,7 @@ def main() -> None:
                       "epochs_run": res["epochs_run"], "wall_s": round(time.perf_counter() - t0, 1),
                       "sampler_per_epoch_first_last": [guard[0], guard[-1]] if guard else None,
                       "describe": parts.describe if parts else None, "commit": commit(),
+                      "run_dir": str(art.run.uri),
                       "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         console.print(f"{key}: valid N@20 {res['valid']['ndcg@20']:.4f} R@20 {res['valid']['recall@20']:.4f} "
                       f"(best epoch {res['best_epoch']}, {rows[key]['wall_s']:.0f} s)")

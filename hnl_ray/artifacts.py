@@ -325,8 +325,14 @@ class Artifacts:
         return self.run.exists(TUNE, sweep, name)
 
     def tune_dir(self, sweep: str) -> str:
-        """A sweep's folder as a local path: Ray Tune's experiment storage (local or network-mounted runs)."""
-        return self.run.local_path(TUNE, sweep)
+        """A sweep's folder, as a URI for messages."""
+        return self.run.uri_of(TUNE, sweep)
+
+    def tune_storage(self, sweep: str) -> tuple[str, object]:
+        """(storage_path, storage_filesystem) for Ray Tune's RunConfig and Tuner.restore: the run's own filesystem,
+        so trial checkpoints and the experiment state live in the run directory wherever it is (s3://, NFS)."""
+        self.run.mkdir(TUNE, sweep)
+        return self.run.path(TUNE, sweep), self.run.fs
 
     def tune_file(self, sweep: str, name: str) -> str | None:
         """The text of a sweep's output file (results.md, best_test.json, ...), None when absent."""

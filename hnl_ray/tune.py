@@ -132,11 +132,15 @@ def _optuna(metric: str, seed: int):
 
 
 def _trial(params: dict, *, base: dict, run: RunDir, seed: int, metric: str) -> None:
-    """One Tune trial: CF training reporting the validation metric after each evaluation."""
+    """One Tune trial: CF training reporting the validation metric after each evaluation.
+
+    Every report carries a Tune checkpoint with the trainer's resumable state and the best weights so far: Ray
+    uploads it to the sweep's storage (the run directory, also on s3://), a restarted trial continues from it on
+    any node, and the sweep's best trial is tested from its last checkpoint, never from a node-local folder."""
     import ray.tune
     from ray.tune import Checkpoint
 
-    from .cf.trainer import CHECKPOINT
+    from .cf.trainer import BEST
     from .stages.train import build_run
 
     tcfg = TrainConfig.model_validate(deep_merge(base, _nest(params)))
@@ -144,13 +148,11 @@ def _trial(params: dict, *, base: dict, run: RunDir, seed: int, metric: str) -> 
     tcfg = tcfg.model_copy(update={"checkpoint_every": tcfg.eval.every})
     art = Artifacts(run)
     data = art.cf_data()
-    out = RunDir(ray.tune.get_context().get_trial_dir())  # the trial's CF run writes into its own folder
+    out = RunDir(ray.tune.get_context().get_trial_dir())  # node-local scratch of this trial's CF run
     ckpt = ray.tune.get_checkpoint()
     if ckpt is not None:  # a restarted or resumed trial: the trainer continues from its checkpoint
         with ckpt.as_directory() as d:
-            dst = out.path(CHECKPOINT)
-            shutil.rmtree(dst, ignore_errors=True)
-            shutil.copytree(d, dst)
+            restore_trial(d, out)
     trainer = build_run(tcfg, art, data, out, "trial", seed, progress=False)
 
     key = metric.removeprefix("valid_")  # reported as valid_<metric>; the trainer's dicts say <metric>
@@ -159,11 +161,24 @@ def _trial(params: dict, *, base: dict, run: RunDir, seed: int, metric: str) -> 
         with tempfile.TemporaryDirectory() as d:
             for f in ("state.json", "last.safetensors"):
                 shutil.copy(out.path(folder, f), os.path.join(d, f))
+            if out.exists(BEST):
+                shutil.copy(out.path(BEST), os.path.join(d, BEST))
             ray.tune.report({metric: valid[key], "epoch": epoch, "finished": 0},
                             checkpoint=Checkpoint.from_directory(d))
 
     res = trainer.fit(on_eval=report, evaluate_test=False)
     ray.tune.report({metric: res["valid"][key], "epoch": res["epochs_run"], "finished": 1})
+
+
+def restore_trial(ckpt_dir: str, out: RunDir) -> None:
+    """Put a Tune checkpoint's files where the trainer looks: its resumable state and the best weights so far."""
+    from .cf.trainer import BEST, CHECKPOINT
+
+    dst = out.path(CHECKPOINT)
+    shutil.rmtree(dst, ignore_errors=True)
+    os.makedirs(dst)
+    for f in os.listdir(ckpt_dir):
+        shutil.copy(os.path.join(ckpt_dir, f), out.path(BEST) if f == BEST else os.path.join(dst, f))
 
 
 def run_tune(cfg: Config, run: RunDir | None = None) -> dict:
@@ -178,23 +193,21 @@ def run_tune(cfg: Config, run: RunDir | None = None) -> dict:
         raise SweepSpaceError("tune.space is empty: name at least one parameter to sweep (configs/tune/*.yaml)")
     check_space(cfg)
     art.need(A.PREPARED, "prepared data")
-    if not art.run.is_local:
-        raise SweepSpaceError("tune needs a local or network-mounted run directory (Ray Tune's storage_path)")
     init_ray(cfg)
     base = base_train(cfg)
     base["threads"] = base.get("threads") or max(1, int(t.cpus_per_trial))
     metric = f"valid_{t.metric}"
-    storage = art.tune_dir(t.name)
-    os.makedirs(storage, exist_ok=True)
+    storage, fs = art.tune_storage(t.name)
+    fs = None if art.run.is_local else fs
     trainable = tune.with_resources(
         tune.with_parameters(_trial, base=base, run=art.run, seed=cfg.seed, metric=metric),
         {"cpu": t.cpus_per_trial, "gpu": t.gpus_per_trial})
-    path = os.path.join(storage, "ray")
+    path = f"{storage}/ray"
     definition = sweep_definition(cfg, base)
-    if tune.Tuner.can_restore(path):
+    if tune.Tuner.can_restore(path, storage_filesystem=fs):
         same_sweep(art, t.name, definition)
-        log.info("tune: resuming the experiment in %s", path)
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+        log.info("tune: resuming the experiment in %s/ray", art.tune_dir(t.name))
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True, storage_filesystem=fs)
     else:
         search_alg = _optuna(metric, cfg.seed) if t.search == "optuna" else None
         scheduler = (ASHAScheduler(time_attr="epoch", metric=metric, mode="max", max_t=asha_max_t(cfg, base),
@@ -205,7 +218,7 @@ def run_tune(cfg: Config, run: RunDir | None = None) -> dict:
             tune_config=tune.TuneConfig(num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent_trials,
                                         scheduler=scheduler, search_alg=search_alg,
                                         **({} if scheduler else {"metric": metric, "mode": "max"})),
-            run_config=tune.RunConfig(storage_path=storage, name="ray", verbose=0,
+            run_config=tune.RunConfig(storage_path=storage, storage_filesystem=fs, name="ray", verbose=0,
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
         art.write_tune_file(t.name, "sweep.json", definition)
     grid = tuner.fit()
@@ -223,7 +236,8 @@ def summarise(cfg: Config, art: Artifacts, grid, metric: str) -> dict:
         best_valid = float(hist[metric].max()) if hist is not None and metric in hist else float("nan")
         rows.append({**{k: r.config[k] for k in t.space}, "best_valid": best_valid,
                      "epochs": int(r.metrics.get("epoch", 0)), "finished": int(r.metrics.get("finished", 0)),
-                     "trial_dir": r.path, "error": str(r.error)[:200] if r.error else None})
+                     "trial_dir": r.path, "error": str(r.error)[:200] if r.error else None,
+                     "checkpoint": r.checkpoint})
     if not rows:
         raise StageError("the sweep produced no results")
     if all(x["error"] for x in rows):
@@ -231,7 +245,8 @@ def summarise(cfg: Config, art: Artifacts, grid, metric: str) -> dict:
                            f"(full traceback in {rows[0]['trial_dir']}/error.txt)")
     rows.sort(key=lambda x: -np.nan_to_num(x["best_valid"], nan=-1))
     stopped = sum(1 for x in rows if not x["finished"] and not x["error"])
-    art.write_tune_file(t.name, "results.csv", _csv(rows))
+    art.write_tune_file(t.name, "results.csv", _csv([{k: v for k, v in x.items() if k != "checkpoint"}
+                                                     for x in rows]))
     head = [*t.space, f"best valid {t.metric}", "epochs", "stopped early by ASHA"]
     md = [f"{len(rows)} trials, {stopped} stopped early by ASHA. Ranked by validation {t.metric}.", "",
           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -248,22 +263,29 @@ def summarise(cfg: Config, art: Artifacts, grid, metric: str) -> dict:
     full["train"] = {**best_train, "runs": {}}
     full.pop("tune", None)
     art.write_tune_file(t.name, "best_config.yaml", yaml.safe_dump(full, sort_keys=False))
-    test = best_test(art, TrainConfig.model_validate(best_train), best["trial_dir"])
+    test = best_test(art, TrainConfig.model_validate(best_train), best)
     out = {"metric": t.metric, "params": {k: best[k] for k in t.space}, "best_valid": best["best_valid"],
            "test": test, "trials": len(rows), "stopped_early": stopped}
     art.write_tune_file(t.name, "best_test.json", out)
     return out
 
 
-def best_test(art: Artifacts, tcfg: TrainConfig, trial_dir: str) -> dict:
-    """Load the best trial's chosen weights and evaluate the test split, once."""
+def best_test(art: Artifacts, tcfg: TrainConfig, best: dict) -> dict:
+    """Load the best trial's chosen weights (from its last Tune checkpoint, in the sweep's storage) and evaluate
+    the test split, once."""
     import torch
 
     from .cf.evaluate import Evaluator
+    from .cf.trainer import BEST
     from .stages.train import load_trained
 
     data = art.cf_data()
-    model = load_trained(RunDir(trial_dir), tcfg, data)
+    if best["checkpoint"] is None:
+        raise StageError(f"the best trial ({best['trial_dir']}) reported no checkpoint: nothing to test")
+    with best["checkpoint"].as_directory() as d:
+        if not os.path.exists(os.path.join(d, BEST)):
+            raise StageError(f"the best trial's last checkpoint ({best['checkpoint'].path}) has no {BEST}")
+        model = load_trained(RunDir(d), tcfg, data)
     with torch.no_grad():
         emb = model()
     res = Evaluator(data, "test", tcfg.eval.ks, tcfg.eval.batch_users).evaluate(emb.users, emb.items)

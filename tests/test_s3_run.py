@@ -166,3 +166,69 @@ def test_s3_run_killed_mid_finetune_resumes_to_the_uninterrupted_outputs(s3, tin
     ids = [sorted(pq.read_table(f"{r}/hardneg/part-00000.parquet", filesystem=fs, columns=["id"])["id"].to_pylist())
            for r in (root, f"{BUCKET}/ref")]
     assert ids[0] == ids[1] and ids[0]
+
+
+# ------------------------------------------------------------------ `hnl-ray tune` with an s3:// run directory
+
+TUNE_SETS = ["data.n_users=48", "data.n_items=32", "filters.k_core.user=3", "filters.k_core.item=3",
+             "train.optim.epochs=8", "train.eval.every=2", "train.eval.patience=50", "tune.base_run=dns",
+             "tune.scheduler=none", "tune.name=s3-sweep", "tune.space={sampler.candidates: {grid: [4, 16]}}"]
+
+
+def _tune_cmd(cmd: str, uri: str) -> list[str]:
+    sets = []
+    for s in TUNE_SETS:
+        sets += ["--set", s]
+    return [*_cli(), cmd, "--config", "configs/tune/demo-alpha.yaml", "--run-dir", uri, *sets]
+
+
+def test_s3_tune_sweep_checkpoints_on_s3_and_resumes_after_a_kill(s3, tmp_path):
+    """A sweep into s3://: Tune's experiment state and every trial's checkpoints (the trainer's state and the best
+    weights) live in the run directory on S3, the best trial is tested from its S3 checkpoint, and a sweep
+    SIGKILLed mid-trial resumes from S3 to the uninterrupted sweep's results."""
+    import pyarrow.fs as pafs
+
+    port, fs, env = s3
+    query = f"?endpoint_override=127.0.0.1:{port}&scheme=http"
+    results = {}
+    for name in ("ref", "cut"):
+        uri = f"s3://{BUCKET}/{name}{query}"
+        done = subprocess.run(_tune_cmd("prepare", uri), cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        if name == "cut":  # kill the sweep (driver and its local Ray) once a trial checkpoint is on S3
+            log = open(tmp_path / "killed.log", "wb")
+            proc = subprocess.Popen(_tune_cmd("tune", uri), cwd=REPO, env=env, start_new_session=True, stdout=log,
+                                    stderr=subprocess.STDOUT)
+            found = None
+            try:
+                deadline = time.time() + 300
+                while time.time() < deadline and found is None:
+                    assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+                    infos = fs.get_file_info(pafs.FileSelector(f"{BUCKET}/cut/tune/s3-sweep/ray", recursive=True,
+                                                               allow_not_found=True))
+                    found = next((i.path for i in infos if i.base_name == "best.safetensors"), None)
+                    time.sleep(0.05)
+            finally:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                log.close()
+            assert found is not None, "no trial checkpoint reached S3"
+            assert not fs.get_file_info(f"{BUCKET}/cut/tune/s3-sweep/best_test.json").is_file
+        done = subprocess.run(_tune_cmd("tune", uri), cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        if name == "cut":
+            assert "resuming the experiment" in done.stdout + done.stderr
+        root = f"{BUCKET}/{name}/tune/s3-sweep"
+        for f in ("sweep.json", "results.csv", "results.md", "best_config.yaml", "best_test.json"):
+            assert fs.get_file_info(f"{root}/{f}").is_file, f
+        ckpts = [i.path for i in fs.get_file_info(pafs.FileSelector(f"{root}/ray", recursive=True))
+                 if i.base_name == "best.safetensors" and "/checkpoint_" in i.path]
+        assert len({p.split("/checkpoint_")[0] for p in ckpts}) == 2, ckpts  # both trials checkpointed on S3
+        results[name] = json.loads(_read(fs, f"{root}/best_test.json"))
+        assert f"s3://{BUCKET}/{name}/report.md" in done.stdout.replace("\n", "")
+    assert results["cut"]["trials"] == results["ref"]["trials"] == 2
+    assert results["cut"]["params"] == results["ref"]["params"]
+    assert results["cut"]["best_valid"] == pytest.approx(results["ref"]["best_valid"], abs=1e-6)
+    assert results["cut"]["test"] == pytest.approx(results["ref"]["test"], abs=1e-6)

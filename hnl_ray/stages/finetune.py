@@ -139,8 +139,14 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
         history.append({"event": "resumed", "step": step})
         print(f"[finetune] rank {rank}: resumed from the checkpoint at step {step}", flush=True)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_gpu else torch.autocast("cpu", enabled=False)
-    rng = np.random.default_rng(config["seed"] + 1000 * rank + step)
     extra = config.get("random_items") or []
+
+    def seed_batch(ep: int, b: int) -> np.random.Generator:
+        """The random state of one batch (LoRA dropout, random negatives) is a function of (seed, rank, epoch,
+        batch): a run resumed from a checkpoint draws exactly what the uninterrupted run drew."""
+        ss = np.random.SeedSequence([config["seed"], rank, ep, b])
+        torch.manual_seed(int(ss.generate_state(1)[0]))
+        return np.random.default_rng(ss)
 
     def gather(x: torch.Tensor) -> torch.Tensor:
         if world == 1:
@@ -182,6 +188,7 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
                                                      drop_last=True)):
             if b < start_batch:
                 continue  # resumed mid-epoch: these batches were already trained on
+            rng = seed_batch(epoch, b)
             texts, targets = batch_passages(batch["positives"], batch["targets"])
             extra_ids = None
             if extra and cfg.random_negatives:
