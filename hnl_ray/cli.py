@@ -181,12 +181,14 @@ def tune(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = Non
         with hold(RunDir(cfg.resolved_run_dir()), "hnl-ray tune"):
             res = run_tune(cfg)
             write_report(cfg, tune_dir=cfg.tune.name)
-    run = cfg.resolved_run_dir()
+    from .storage import RunDir
+
+    run = RunDir(str(cfg.resolved_run_dir()))  # uri_of: a remote URI's query stays at its end
     test = ", ".join(f"{k} {v:.4f}" for k, v in res["test"].items() if k.startswith(("recall", "ndcg")))
     out.print(f"{res['trials']} trials, {res['stopped_early']} stopped early by ASHA. Best by validation: "
               f"{res['params']} -> test {test}")
-    out.print(f"Results: {run}/tune/{cfg.tune.name}/ (results.md, alpha.png, best_config.yaml); report: "
-              f"{run}/report.md")
+    out.print(f"Results: {run.uri_of('tune', cfg.tune.name)} (results.md, alpha.png, best_config.yaml); "
+              f"report: {run.uri_of('report.md')}")
 
 
 @app.command("check-upload")

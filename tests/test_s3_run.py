@@ -227,7 +227,7 @@ def test_s3_tune_sweep_checkpoints_on_s3_and_resumes_after_a_kill(s3, tmp_path):
                  if i.base_name == "best.safetensors" and "/checkpoint_" in i.path]
         assert len({p.split("/checkpoint_")[0] for p in ckpts}) == 2, ckpts  # both trials checkpointed on S3
         results[name] = json.loads(_read(fs, f"{root}/best_test.json"))
-        assert f"s3://{BUCKET}/{name}/report.md" in done.stdout.replace("\n", "")
+        assert f"s3://{BUCKET}/{name}/report.md{query}" in done.stdout.replace("\n", "")
     assert results["cut"]["trials"] == results["ref"]["trials"] == 2
     assert results["cut"]["params"] == results["ref"]["params"]
     assert results["cut"]["best_valid"] == pytest.approx(results["ref"]["best_valid"], abs=1e-6)
