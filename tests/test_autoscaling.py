@@ -16,10 +16,7 @@ import psutil
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-pytestmark = [pytest.mark.slow, pytest.mark.xfail(
-    strict=False, reason="not yet seen passing: on the loaded shared machine `ray start` timed out (twice) and one "
-    "run had the fake nodes joining port 6379 (fixed since); the autoscaler did queue the GPU node for the "
-    "placement group. Remove this mark once it passes")]
+pytestmark = pytest.mark.slow
 
 SCENARIO = r"""
 import json, sys, time
@@ -85,14 +82,14 @@ def autoscaling_cluster():
                 "min_workers": 0, "max_workers": 1}
     config = fake_cluster_config({"gpu_node": gpu_node})
     temp_dir = tempfile.mkdtemp(prefix="hnlas", dir="/tmp")  # short: Ray's socket paths have a length limit
-    config_file = os.path.join(temp_dir, "autoscaling.json")
-    with open(config_file, "w") as f:
-        json.dump(config, f)
     port = _free_port()
     import ray._private.services
 
-    # the fake provider's nodes join this head (its default would be port 6379)
+    # the fake provider's nodes join this head (its default would be port 6379); set before the file is written
     config["provider"]["gcs_address"] = f"{ray._private.services.get_node_ip_address()}:{port}"
+    config_file = os.path.join(temp_dir, "autoscaling.json")
+    with open(config_file, "w") as f:
+        json.dump(config, f)
     env = {"RAY_agent_register_timeout_ms": "300000", **os.environ, "AUTOSCALER_UPDATE_INTERVAL_S": "1",
            "RAY_FAKE_CLUSTER": "1", "RAY_AUTH_MODE": "disabled"}  # a long agent wait: loaded shared machines
     ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
