@@ -4,6 +4,7 @@ artifact seeding and the resume of a half-finished table."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -179,6 +180,7 @@ config: null
 sets: ["data.format=synthetic", "data.n_users=40", "data.n_items=30", "data.mean_interactions=8"]
 run_dir: {run}
 seeds: [1, 2]
+keep_results: true
 train:
   model: {{name: mf, dim: 8}}
   optim: {{lr: 0.01, batch_size: 64, epochs: 2}}
@@ -191,9 +193,12 @@ rows:
 """
 
 
-def _verdict(*args: str) -> subprocess.CompletedProcess:
+def _verdict(*args: str, store=None) -> subprocess.CompletedProcess:
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO)}
+    if store is not None:
+        env["HNL_BENCH_ARTIFACTS"] = str(store)  # kept results go here, not into the repository
     return subprocess.run([sys.executable, "-m", "benchmarks.verdict", *args], cwd=REPO, capture_output=True,
-                          text=True, env={**__import__("os").environ, "PYTHONPATH": str(REPO)}, timeout=600)
+                          text=True, env=env, timeout=600)
 
 
 @pytest.mark.slow
@@ -201,14 +206,15 @@ def test_a_half_finished_table_resumes_and_reports(tmp_path):
     run = tmp_path / "run"
     cfg = _write(tmp_path, BENCH.format(run=run))
     out = tmp_path / "out"
-    first = _verdict("--config", str(cfg), "--rows", "uniform", "--out", str(out), "--no-diagnostics")
+    store = tmp_path / "store"
+    first = _verdict("--config", str(cfg), "--rows", "uniform", "--out", str(out), "--no-diagnostics", store=store)
     assert first.returncode == 0, first.stderr
     done = json.loads((out / "results.json").read_text())["datasets"]["tiny"]
     assert list(done["rows"]) == ["uniform"] and done["best_classic"] == "uniform"
     assert "not run yet" in done["not_run"]["uniform-margin"]
     manifest_before = (run / "cf" / "v-uniform-s1" / "manifest.json").read_text()
 
-    second = _verdict("--config", str(cfg), "--out", str(out), "--no-diagnostics")
+    second = _verdict("--config", str(cfg), "--out", str(out), "--no-diagnostics", store=store)
     assert second.returncode == 0, second.stderr
     assert "uniform seed 1: valid ndcg@20" in second.stdout and "(up to date)" in second.stdout
     assert (run / "cf" / "v-uniform-s1" / "manifest.json").read_text() == manifest_before  # not retrained
@@ -225,3 +231,19 @@ def test_a_half_finished_table_resumes_and_reports(tmp_path):
         check = subprocess.run([sys.executable, str(CHECKER), str(out / "results.json")], capture_output=True,
                                text=True)
         assert check.returncode == 0, check.stdout
+
+    # A fresh machine: the run directory is gone, the kept results (committed) are not. Nothing is retrained and
+    # the table comes out the same.
+    kept = sorted(str(p.relative_to(store)) for p in store.rglob("*") if p.is_file())
+    assert "tiny/results/cf/v-uniform-margin-s2/per_user_test.parquet" in kept
+    assert not [k for k in kept if k.endswith(".safetensors")]  # results, not weights
+    shutil.rmtree(run)
+    third = _verdict("--config", str(cfg), "--out", str(out), "--no-diagnostics", store=store)
+    assert third.returncode == 0, third.stderr
+    assert "files of finished rows from" in third.stdout and third.stdout.count("(up to date)") == 4, third.stdout
+    assert not (run / "cf" / "v-uniform-s1" / "best.safetensors").exists()  # reported from its results
+    again = json.loads((out / "results.json").read_text())["datasets"]["tiny"]
+    for row in ("uniform", "uniform-margin"):
+        assert again["rows"][row]["test"] == res["rows"][row]["test"], row
+    assert again["rows"]["uniform-margin"]["diff_vs_best_classic"] == res["rows"]["uniform-margin"][
+        "diff_vs_best_classic"]

@@ -77,7 +77,8 @@ def run(bench, here: Path, run_dir: str, out: Path, command: str, args: argparse
             records = {n: run_.read_json(f"bench/rows/{n}.json") for n in bench.rows
                        if run_.exists("bench/rows", f"{n}.json")}
         else:
-            records = table.run_rows(bench, here, run_dir, only=args.rows.split(",") if args.rows else None)
+            records = table.run_rows(bench, here, run_dir, only=args.rows.split(",") if args.rows else None,
+                                     diagnostics=not args.no_diagnostics)
     finally:
         _shutdown_ray()
     cfg = table.pipeline_config(bench, here, run_dir)

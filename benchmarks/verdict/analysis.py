@@ -13,7 +13,7 @@ from hnl_ray.artifacts import Artifacts
 from hnl_ray.cf.data import CFData
 from hnl_ray.storage import RunDir
 
-from . import fhn, groups, stats
+from . import artifacts, fhn, groups, stats
 from .config import BenchConfig, missing_need, row_train
 
 
@@ -69,10 +69,17 @@ def false_negatives(bench: BenchConfig, name: str, rec: dict, run: RunDir, data:
             text is None or run.read_json(rel).get("text_sim_to_positive") is not None
             or run.read_json(rel).get("negatives", 0) == 0):
         return run.read_json(rel)
+    from hnl_ray.cf.trainer import BEST
+
+    if not run.exists(f"cf/{trained}", BEST):  # results kept without weights, the diagnostic never ran
+        raise RuntimeError(f"row {name}: the false-hard-negative diagnostic needs cf/{trained}/{BEST}, which was "
+                           f"not kept; delete cf/{trained}/manifest.json in {run.uri} to retrain that seed, or run "
+                           "with --no-diagnostics")
     tcfg = row_train(bench, bench.rows[name], rec["setting"]).model_copy(update={"seed": seed})
     res = {"fingerprint": fp, "from_run": trained,
            **fhn.diagnose(tcfg, run, data, trained, seed, text, epoch=rec["seeds"][str(seed)]["best_epoch"] or 1)}
     run.write_json(rel, res)
+    artifacts.keep_results(bench, run, [name])
     return res
 
 

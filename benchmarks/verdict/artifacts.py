@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 from pathlib import Path
 
 from hnl_ray.storage import RunDir
 
 ROOT = Path(__file__).resolve().parents[2]
-STORE = ROOT / "benchmarks" / "artifacts"
+STORE = Path(os.environ.get("HNL_BENCH_ARTIFACTS") or ROOT / "benchmarks" / "artifacts")  # tests: a temp folder
 FILE_LIMIT = 2 * 1024 * 1024
 FOLDER_LIMIT = 20 * 1024 * 1024
 SKIP = ("checkpoint", "run.json", ".tmp")  # resumable scratch, not results
@@ -32,7 +33,8 @@ def _files(folder: Path) -> list[Path]:
 def stored(dataset: str) -> list[str]:
     """Stage folders stored for a dataset (relative paths, e.g. `hardneg`, `profiles/users`)."""
     base = STORE / dataset
-    return sorted(str(m.parent.relative_to(base)) for m in base.rglob("manifest.json")) if base.exists() else []
+    return sorted(str(m.parent.relative_to(base)) for m in base.rglob("manifest.json")
+                  if m.relative_to(base).parts[0] != RESULTS) if base.exists() else []
 
 
 def seed_run(dataset: str, run: RunDir) -> list[str]:
@@ -45,6 +47,59 @@ def seed_run(dataset: str, run: RunDir) -> list[str]:
         for f in _files(src):
             run.write_bytes(f"{folder}/{f.relative_to(src)}", f.read_bytes())
         copied.append(folder)
+    return copied
+
+
+# A table's finished work, kept so that a table resumes on a fresh machine (a session is one sitting): per CF run
+# what the statistics read (manifest, metrics, per-user test metrics, test ranks; not the weights, which would
+# not fit), and per row its record, its sweep's choice and its false-hard-negative diagnostic. ~70 KB per run.
+RESULTS = "results"
+RUN_RESULTS = ("per_user_test.parquet", "ranks_test.parquet")
+
+
+def _result_files(run: RunDir, rows: list[str], seeds: list[int]) -> list[str]:
+    out = []
+    for name in rows:
+        out += [p for p in (f"bench/rows/{name}.json", f"bench/sweeps/{name}/sweep.json", f"bench/fhn/{name}.json")
+                if run.exists(p)]
+        for folder in (f"v-{name}-s{seed}" for seed in seeds):
+            if run.exists("cf", folder, "manifest.json") and all(
+                    run.exists("cf", folder, f) for f in ("metrics.json", *RUN_RESULTS)):
+                out += [f"cf/{folder}/{f}" for f in ("manifest.json", "metrics.json", *RUN_RESULTS)]
+    return out
+
+
+def keep_results(bench, run: RunDir, rows: list[str]) -> int:
+    """With `keep_results` set, copy the finished results of `rows` into benchmarks/artifacts/<dataset>/results/
+    (new or changed files only); returns the number of files written."""
+    if not bench.keep_results:
+        return 0
+    dataset, seeds = bench.dataset, bench.seeds
+    base = STORE / dataset / RESULTS
+    written = 0
+    for rel in _result_files(run, rows, seeds):
+        data = run.read_bytes(rel)
+        dst = base / rel
+        if dst.exists() and dst.read_bytes() == data:
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(data)
+        written += 1
+    return written
+
+
+def seed_results(dataset: str, run: RunDir) -> int:
+    """Copy kept results into a run directory that lacks them; a CF run whose config or inputs changed since
+    has another fingerprint and is trained again (train_one's `results_kept`)."""
+    base = STORE / dataset / RESULTS
+    if not base.exists():
+        return 0
+    copied = 0
+    for f in sorted(p for p in base.rglob("*") if p.is_file()):
+        rel = str(f.relative_to(base))
+        if not run.exists(rel):
+            run.write_bytes(rel, f.read_bytes())
+            copied += 1
     return copied
 
 

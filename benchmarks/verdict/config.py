@@ -91,6 +91,9 @@ class BenchConfig(Section):
                                                               "stage settings).")
     run_dir: str | None = Field(None, description="Run directory (null: benchmarks/.work/verdict-<dataset>).")
     stages: list[str] = Field(["prepare"], description="Pipeline stages run before the rows, in order.")
+    keep_results: bool = Field(False, description="Keep every finished CF run's results (not its weights), sweep "
+                                                  "choice and row record in benchmarks/artifacts/<dataset>/results/, "
+                                                  "so that the table resumes on a fresh machine once committed.")
     seeds: list[int] = Field([1, 2, 3, 4, 5], description="CF seeds per chosen configuration.")
     metric: str = Field("ndcg@20", description="Selection metric (validation only).")
     report_metrics: list[str] = Field(["ndcg@20", "recall@20"], description="Test metrics of the table.")

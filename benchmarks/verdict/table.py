@@ -105,8 +105,10 @@ def _parse(text: str) -> Any:
 
 
 def run_rows(bench: BenchConfig, here: Path, run_dir: str, only: list[str] | None = None,
-             say: Callable[[str], None] = print) -> dict[str, dict]:
-    """Everything that trains; returns each row's record. Interrupt and run again: finished work is skipped."""
+             say: Callable[[str], None] = print, diagnostics: bool = True) -> dict[str, dict]:
+    """Everything that trains; returns each row's record. Interrupt and run again: finished work is skipped.
+    A finished row's false-hard-negative epoch runs at once, while its seed-1 weights are here (results kept
+    for a fresh machine carry no weights)."""
     from hnl_ray.artifacts import Artifacts
     from hnl_ray.pipeline import run_pipeline
     from hnl_ray.stages.train import train_one
@@ -115,11 +117,14 @@ def run_rows(bench: BenchConfig, here: Path, run_dir: str, only: list[str] | Non
     cfg = pipeline_config(bench, here, run_dir)
     if copied := artifacts.seed_run(bench.dataset, run):
         say(f"seeded from benchmarks/artifacts/{bench.dataset}: {', '.join(copied)}")
+    if kept := artifacts.seed_results(bench.dataset, run):
+        say(f"seeded {kept} files of finished rows from benchmarks/artifacts/{bench.dataset}/results")
     for stage in bench.stages:
         run_pipeline(cfg, run, only=stage)
     data = Artifacts(run).cf_data()
     commit = git_commit()
     records: dict[str, dict] = {}
+    text = None
     for name, row in bench.rows.items():
         if only and name not in only:
             if run.exists("bench/rows", f"{name}.json"):
@@ -137,7 +142,8 @@ def run_rows(bench: BenchConfig, here: Path, run_dir: str, only: list[str] | Non
                "setting": setting, "sweep": sw, "config": tcfg.model_dump(mode="json"), "seeds": {}}
         for seed in bench.seeds:
             res = train_one(cfg, run, f"v-{name}-s{seed}", data=data, progress=False,
-                            tcfg=tcfg.model_copy(update={"seed": seed}))
+                            tcfg=tcfg.model_copy(update={"seed": seed}), results_kept=artifacts.RUN_RESULTS)
+            artifacts.keep_results(bench, run, [name])  # a fresh machine resumes here
             rec["seeds"][str(seed)] = {"run": f"v-{name}-s{seed}", "best_epoch": res["best_epoch"],
                                        "valid": res["valid"], "test": res["test"],
                                        "skipped": bool(res.get("skipped"))}
@@ -149,6 +155,13 @@ def run_rows(bench: BenchConfig, here: Path, run_dir: str, only: list[str] | Non
         rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         run.write_json(f"bench/rows/{name}.json", rec)
         records[name] = rec
+        if diagnostics and bench.diagnostics.false_negatives:
+            from .analysis import false_negatives
+
+            if text is None:
+                text = item_text_vectors(cfg, run, bench.diagnostics.text_model)
+            false_negatives(bench, name, rec, run, data, text)  # cached: skipped when done
+        artifacts.keep_results(bench, run, [name])
     return records
 
 

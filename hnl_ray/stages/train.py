@@ -147,14 +147,23 @@ def build_run(tcfg: TrainConfig, art: Artifacts, data: CFData, out: RunDir, name
 
 def train_one(cfg: Config, run: RunDir | Artifacts, name: str, data: CFData | None = None, force: bool = False,
               progress: bool = True, trainer_hook: Callable[[Trainer], None] | None = None,
-              extra_inputs: dict | None = None, tcfg: TrainConfig | None = None) -> dict:
-    """Train (or skip, or resume) one named run; returns its metrics.json."""
+              extra_inputs: dict | None = None, tcfg: TrainConfig | None = None,
+              results_kept: tuple[str, ...] = ()) -> dict:
+    """Train (or skip, or resume) one named run; returns its metrics.json.
+
+    `results_kept` (a benchmark's stored results): files that, with the manifest and metrics.json, stand for a
+    finished run of the same fingerprint whose weights were not kept; such a run is reported, not retrained."""
     art = run if isinstance(run, Artifacts) else Artifacts(run)
     tcfg = tcfg or cfg.train.for_run(name)
     data = data or art.cf_data()
     semantic, sem_inputs = semantic_parts(tcfg, art, data, tcfg.seed if tcfg.seed is not None else cfg.seed)
     part, inputs, seed = run_fingerprint(cfg.seed, tcfg, art, {**(extra_inputs or {}), **sem_inputs})
     out = art.cf_run(name)
+    folder = art.cf_folder(name)
+    if results_kept and not force and (m := manifest.load(art.run, folder)) is not None \
+            and m.get("fingerprint") == manifest.fingerprint(part, inputs) \
+            and all(art.run.exists(folder, f) for f in (METRICS, *results_kept)):
+        return {**out.read_json(METRICS), "skipped": True}
 
     def work(fp: str) -> Output:
         trainer = build_run(tcfg, art, data, out, name, seed, progress, semantic)
