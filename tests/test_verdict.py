@@ -161,6 +161,26 @@ def test_stored_stage_is_seeded_into_an_empty_run(tmp_path, monkeypatch):
     assert artifacts.seed_run("ds", run) == []  # the run's own folder is never overwritten
 
 
+def test_a_stage_file_over_the_limit_is_stored_in_parts_and_seeded_byte_for_byte(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    (run_dir / "finetune" / "ray" / "trial").mkdir(parents=True)
+    (run_dir / "finetune" / "manifest.json").write_text('{"fingerprint": "f"}')
+    blob = np.random.default_rng(0).bytes(2500)
+    (run_dir / "finetune" / "adapter.safetensors").write_bytes(blob)
+    (run_dir / "finetune" / "ray" / "trial" / "state.json").write_text("{}")  # Ray Train's scratch: not kept
+    monkeypatch.setattr(artifacts, "STORE", tmp_path / "store")
+    monkeypatch.setattr(artifacts, "FILE_LIMIT", 1000)
+    artifacts.save("ds", str(run_dir), "finetune")
+    stored = sorted(p.name for p in (tmp_path / "store" / "ds" / "finetune").rglob("*") if p.is_file())
+    assert stored == ["adapter.safetensors.part-000", "adapter.safetensors.part-001", "adapter.safetensors.part-002",
+                      "manifest.json"]
+    assert all((tmp_path / "store" / "ds" / "finetune" / n).stat().st_size < 1000 for n in stored)
+    fresh = RunDir(str(tmp_path / "fresh"))
+    assert artifacts.seed_run("ds", fresh) == ["finetune"]
+    assert fresh.read_bytes("finetune/adapter.safetensors") == blob
+    assert not fresh.exists("finetune", "adapter.safetensors.part-000")
+
+
 def test_markdown_block_is_replaced_in_place(tmp_path):
     p = tmp_path / "results.md"
     p.write_text("# Results\n\nintro\n")

@@ -3,7 +3,8 @@ machine with an empty runs/ skips a stage whose fingerprint matches instead of r
 
 `seed_run` copies a stored stage folder (its manifest and outputs) into a run directory that lacks it; the stage's
 own manifest check then decides: same fingerprint -> skipped, anything else -> redone as usual. `save` stores a
-finished stage folder when it is compact (each file < 2 MB, the dataset's folder < 20 MB).
+finished stage folder when it is compact (the dataset's folder < 20 MB; a file over 2 MB is stored in parts under
+2 MB, joined byte for byte when seeded).
 
     python -m benchmarks.verdict.artifacts save --dataset amazon-scientific --run-dir RUN --folder hardneg
 """
@@ -23,11 +24,15 @@ STORE = Path(os.environ.get("HNL_BENCH_ARTIFACTS") or ROOT / "benchmarks" / "art
 FILE_LIMIT = 2 * 1024 * 1024
 FOLDER_LIMIT = 20 * 1024 * 1024
 SKIP = ("checkpoint", "run.json", ".tmp")  # resumable scratch, not results
+SCRATCH_DIRS = ("ray",)  # Ray Train's / Tune's own storage under a stage folder (checkpoints, markers)
 
 
 def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not any(s in p.name or s in p.parts
-                                                                          for s in SKIP))
+    def kept(p: Path) -> bool:
+        rel = p.relative_to(folder).parts
+        return not (rel[0] in SCRATCH_DIRS or p.name.startswith(".") or any(s in part for s in SKIP for part in rel))
+
+    return sorted(p for p in folder.rglob("*") if p.is_file() and kept(p))
 
 
 def stored(dataset: str) -> list[str]:
@@ -37,6 +42,9 @@ def stored(dataset: str) -> list[str]:
                   if m.relative_to(base).parts[0] != RESULTS) if base.exists() else []
 
 
+PART = ".part-"  # a file over the limit is stored as <name>.part-000, .part-001, ... and joined when seeded
+
+
 def seed_run(dataset: str, run: RunDir) -> list[str]:
     """Copy stored stage folders into `run` where it has no manifest for them; returns those copied."""
     copied = []
@@ -44,8 +52,15 @@ def seed_run(dataset: str, run: RunDir) -> list[str]:
         if run.exists(folder, "manifest.json"):
             continue  # the run's own result wins; its stage decides whether it is fresh
         src = STORE / dataset / folder
+        joined: dict[str, list[Path]] = {}
         for f in _files(src):
-            run.write_bytes(f"{folder}/{f.relative_to(src)}", f.read_bytes())
+            name = str(f.relative_to(src))
+            if PART in f.name:
+                joined.setdefault(name.rpartition(PART)[0], []).append(f)
+            else:
+                run.write_bytes(f"{folder}/{name}", f.read_bytes())
+        for name, parts in joined.items():
+            run.write_bytes(f"{folder}/{name}", b"".join(p.read_bytes() for p in sorted(parts)))
         copied.append(folder)
     return copied
 
@@ -109,9 +124,6 @@ def save(dataset: str, run_dir: str, folder: str) -> dict:
         raise SystemExit(f"{src}: no manifest.json (the stage did not finish)")
     manifest = json.loads((src / "manifest.json").read_text())
     files = _files(src)
-    big = [f"{f.relative_to(src)} ({f.stat().st_size / 2**20:.1f} MB)" for f in files if f.stat().st_size >= FILE_LIMIT]
-    if big:
-        raise SystemExit(f"{folder}: files over 2 MB cannot be stored: {', '.join(big)}")
     dst = STORE / dataset / folder
     others = sum(f.stat().st_size for f in _files(STORE / dataset) if dst not in f.parents) if (
         STORE / dataset).exists() else 0
@@ -122,7 +134,13 @@ def save(dataset: str, run_dir: str, folder: str) -> dict:
     for f in files:
         out = dst / f.relative_to(src)
         out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(f, out)
+        data = f.read_bytes()
+        if len(data) < FILE_LIMIT:
+            out.write_bytes(data)
+            continue
+        step = FILE_LIMIT - 1
+        for k, start in enumerate(range(0, len(data), step)):  # each part under the per-file limit
+            out.with_name(f"{out.name}{PART}{k:03d}").write_bytes(data[start: start + step])
     return {"folder": folder, "files": len(files), "bytes": sum(f.stat().st_size for f in files),
             "fingerprint": manifest.get("fingerprint"), "dataset_total_bytes": total}
 
