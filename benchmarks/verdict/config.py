@@ -59,6 +59,9 @@ class RowConfig(Section):
                                                                "`sampler.name=ahns`); else the row is not run.")
     needs_stages: list[str] = Field(default_factory=list, description="Stage folders (manifests) the row reads, "
                                                                       "e.g. hardneg; missing: not run.")
+    setting_from: str | None = Field(None, description="Run at the chosen grid point of this (earlier) row: a "
+                                                       "control that differs from the row it controls in its "
+                                                       "switch only (e.g. `source`), not in N, rule or guard.")
     note: str = Field("", description="Shown in the table.")
 
     @field_validator("train")
@@ -111,7 +114,13 @@ class BenchConfig(Section):
     def _check(self) -> "BenchConfig":
         if not self.seeds:
             raise ValueError("seeds: at least one")
+        names = list(self.rows)
         for name, row in self.rows.items():
+            if row.setting_from is not None:
+                src = self.rows.get(row.setting_from)
+                if src is None or not src.grid or names.index(row.setting_from) > names.index(name) or row.grid:
+                    raise ValueError(f"rows.{name}.setting_from: {row.setting_from!r} must be an earlier row with a "
+                                     "grid, and this row has none of its own")
             if row.grid and row.points() != self.grid_points:
                 raise ValueError(f"rows.{name}.grid: {row.points()} points, but every sweep has grid_points = "
                                  f"{self.grid_points} (equal validation budgets)")

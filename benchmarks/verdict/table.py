@@ -137,6 +137,14 @@ def run_rows(bench: BenchConfig, here: Path, run_dir: str, only: list[str] | Non
             continue
         sw = sweep(cfg, bench, name, row, run) if row.grid else None
         setting = sw["chosen"] if sw else {}
+        if row.setting_from:
+            src = records.get(row.setting_from) or {}
+            if src.get("status") != "run":
+                say(f"{name}: not run (its setting comes from row {row.setting_from}, which has not finished)")
+                records[name] = {"row": name, "kind": row.kind, "status": f"not run (needs row "
+                                 f"{row.setting_from}'s chosen setting first)", "note": row.note}
+                continue
+            setting = dict(src["setting"])
         tcfg = row_train(bench, row, setting)
         rec = {"row": name, "kind": row.kind, "status": "run", "note": row.note, "commit": commit,
                "setting": setting, "sweep": sw, "config": tcfg.model_dump(mode="json"), "seeds": {}}
