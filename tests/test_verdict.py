@@ -121,6 +121,17 @@ def test_bench_config_rejects_unknown_keys_and_unequal_grids(tmp_path):
         load_bench(_write(tmp_path, "dataset: x\nconfig: null\ntrain: {optim: {lrr: 1}}\nrows: {uniform: {}}\n"))
 
 
+def test_a_control_takes_its_setting_from_an_earlier_row_with_a_grid(tmp_path):
+    grid = "{sampler.candidates: [4, 8, 16, 32]}"
+    ok = f"dataset: x\nconfig: null\nrows:\n  dns: {{grid: {grid}}}\n  ctl: {{kind: control, setting_from: dns}}\n"
+    assert load_bench(_write(tmp_path, ok))[0].rows["ctl"].setting_from == "dns"
+    for bad in (f"rows:\n  ctl: {{kind: control, setting_from: dns}}\n  dns: {{grid: {grid}}}\n",  # later row
+                "rows:\n  dns: {}\n  ctl: {kind: control, setting_from: dns}\n",  # no grid to take from
+                f"rows:\n  dns: {{grid: {grid}}}\n  ctl: {{kind: control, setting_from: dsn}}\n"):  # unknown
+        with pytest.raises(ConfigError, match="rows.ctl.setting_from"):
+            load_bench(_write(tmp_path, "dataset: x\nconfig: null\n" + bad))
+
+
 def test_sweeps_need_a_checkpoint_at_every_validation(tmp_path):
     with pytest.raises(ConfigError, match="checkpoint_every"):
         load_bench(_write(tmp_path, "dataset: x\nconfig: null\ngrid_points: 2\ntrain: {checkpoint_every: 4, "
@@ -219,6 +230,14 @@ def _verdict(*args: str, store=None) -> subprocess.CompletedProcess:
         env["HNL_BENCH_ARTIFACTS"] = str(store)  # kept results go here, not into the repository
     return subprocess.run([sys.executable, "-m", "benchmarks.verdict", *args], cwd=REPO, capture_output=True,
                           text=True, env=env, timeout=600)
+
+
+def test_stages_outside_the_config_are_refused_by_name(tmp_path):
+    cfg = _write(tmp_path, BENCH.format(run=tmp_path / "run"))
+    done = _verdict("--config", str(cfg), "--stages", "prepare,finetune")
+    assert done.returncode == 2 and "--stages: finetune not in the config's stages (prepare)" in done.stderr, \
+        done.stderr
+    assert not (tmp_path / "run").exists()  # refused before anything ran
 
 
 @pytest.mark.slow

@@ -28,6 +28,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--run-dir", help="run directory (default: the config's, else benchmarks/.work/verdict-NAME)")
     ap.add_argument("--out", help="folder for results.md / results.json (default: docs/; --smoke: RUN_DIR/out)")
     ap.add_argument("--rows", help="comma-separated rows to run now (the others are reported as they stand)")
+    ap.add_argument("--stages", help="comma-separated pipeline stages to run now instead of the config's `stages` "
+                                     "(e.g. `prepare,embed`: the classic rows while the LLM stages wait; rows "
+                                     "whose stage outputs are missing are reported as not run)")
     ap.add_argument("--report-only", action="store_true", help="train nothing: tables from the finished rows")
     ap.add_argument("--no-diagnostics", action="store_true", help="skip the false-hard-negative epoch")
     args = ap.parse_args(argv)
@@ -47,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         bench, here = load_bench(path)
         if args.rows and (unknown := [r for r in args.rows.split(",") if r not in bench.rows]):
             raise ConfigError(f"--rows: unknown {', '.join(unknown)} (rows of {path}: {', '.join(bench.rows)})")
+        if args.stages and (unknown := [s for s in args.stages.split(",") if s not in bench.stages]):
+            raise ConfigError(f"--stages: {', '.join(unknown)} not in the config's stages ({', '.join(bench.stages)})")
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -78,7 +83,8 @@ def run(bench, here: Path, run_dir: str, out: Path, command: str, args: argparse
                        if run_.exists("bench/rows", f"{n}.json")}
         else:
             records = table.run_rows(bench, here, run_dir, only=args.rows.split(",") if args.rows else None,
-                                     diagnostics=not args.no_diagnostics)
+                                     diagnostics=not args.no_diagnostics,
+                                     stages=args.stages.split(",") if args.stages else None)
     finally:
         _shutdown_ray()
     cfg = table.pipeline_config(bench, here, run_dir)

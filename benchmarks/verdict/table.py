@@ -105,7 +105,8 @@ def _parse(text: str) -> Any:
 
 
 def run_rows(bench: BenchConfig, here: Path, run_dir: str, only: list[str] | None = None,
-             say: Callable[[str], None] = print, diagnostics: bool = True) -> dict[str, dict]:
+             say: Callable[[str], None] = print, diagnostics: bool = True,
+             stages: list[str] | None = None) -> dict[str, dict]:
     """Everything that trains; returns each row's record. Interrupt and run again: finished work is skipped.
     A finished row's false-hard-negative epoch runs at once, while its seed-1 weights are here (results kept
     for a fresh machine carry no weights)."""
@@ -119,7 +120,7 @@ def run_rows(bench: BenchConfig, here: Path, run_dir: str, only: list[str] | Non
         say(f"seeded from benchmarks/artifacts/{bench.dataset}: {', '.join(copied)}")
     if kept := artifacts.seed_results(bench.dataset, run):
         say(f"seeded {kept} files of finished rows from benchmarks/artifacts/{bench.dataset}/results")
-    for stage in bench.stages:
+    for stage in stages if stages is not None else bench.stages:
         run_pipeline(cfg, run, only=stage)
     data = Artifacts(run).cf_data()
     commit = git_commit()
