@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 
@@ -106,7 +107,8 @@ def main() -> None:
            "peak RSS (process tree)"], rows,
            {"fraction": fraction, "data": data, "batch_size": args.batch_size, "max_steps": args.max_steps, "prepare": prep, "train": train,
             "train_detail": t, "prepare_stats": stats,
-            "note": "timings on a shared 2-core machine are distorted by the other users' load"},
+            "load_average_at_end": os.getloadavg(),
+            "note": "timings are distorted when anything else runs on the machine: see load_average_at_end"},
            smoke=args.smoke)
     shutil.rmtree(work, ignore_errors=True)
 
