@@ -77,3 +77,20 @@ def test_memory_grows_with_interactions_not_users_times_items():
     tracemalloc.stop()
     assert data.interactions.num_rows > 15_000 and data.items.num_rows == 60_000
     assert peak < 300 * 2**20, peak
+
+
+def test_latent_is_the_stream_generate_drew_from():
+    """`latent` replays the generator's hidden facts: the items' written facets and the users' favourite themes
+    agree with the data `generate` wrote from the same seed."""
+    from hnl_ray.data.synthetic import latent
+
+    src = SyntheticSource(n_users=200, n_items=120, noise=0.0)
+    data, lat = generate(src, seed=5), latent(src, seed=5)
+    for r in data.items.to_pylist():
+        i = int(r["item_id"][1:])
+        assert r["categories"][2].lower() == THEMES[lat.theme[i]][0]
+        assert (lat.twin_of[i] >= 0) == (i >= 120 - 30)
+    themes = {r["item_id"]: r["categories"][2].lower() for r in data.items.to_pylist()}
+    hits = [themes[r["item_id"]] == THEMES[lat.fav[int(r["user_id"][1:])]][0]
+            for r in data.interactions.to_pylist()]
+    assert np.mean(hits) > 0.25  # over twice the 1/8 a wrong `fav` would give

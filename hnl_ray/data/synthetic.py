@@ -28,6 +28,7 @@ the interactions it writes, never with users x items: 400k users x 100k items (~
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -67,8 +68,27 @@ TIERS = [("budget", "an affordable pick"), ("standard", "good value"), ("premium
 VARIANTS = ["Adventure", "Discovery", "Explorer", "Deluxe", "Classic", "Junior", "Quest", "Party"]
 
 
-def generate(src: SyntheticSource, seed: int) -> SourceData:
-    rng = np.random.default_rng(src.seed if src.seed is not None else seed)
+@dataclass
+class Latent:
+    """The generator's hidden facts: each item's facets and twin, each user's tastes (benchmarks use them as an
+    oracle, e.g. benchmarks/positive_control.py). Index = the number in the id (item I00042 is row 42)."""
+
+    cat: np.ndarray
+    theme: np.ndarray
+    age: np.ndarray
+    brand: np.ndarray
+    tier: np.ndarray
+    variant: np.ndarray
+    twin_of: np.ndarray  # the original an item is a twin of, -1 for base items
+    pop: np.ndarray
+    cat_pref: np.ndarray
+    fav: np.ndarray  # favourite theme
+    second: np.ndarray  # runner-up theme
+    uage: np.ndarray
+    brand_pref: np.ndarray
+
+
+def _draw_latent(rng: np.random.Generator, src: SyntheticSource) -> Latent:
     n_users, n_items = src.n_users, src.n_items
     n_cat, n_theme, n_age, n_brand = len(CATEGORIES), len(THEMES), len(AGES), len(BRANDS)
 
@@ -89,7 +109,6 @@ def generate(src: SyntheticSource, seed: int) -> SourceData:
         field[twins] = field[originals]
     theme[twins] = (theme[originals] + rng.integers(1, n_theme, n_twins)) % n_theme  # a different theme
     pop = (1.0 + rng.permutation(n_items)) ** (-src.popularity_skew)
-    groups = _FacetGroups(cat, theme, age, brand, pop)
 
     # ---- users: sparse category tastes, a favourite and runner-up theme, an age band, a brand leaning
     cat_pref = rng.dirichlet(np.full(n_cat, 0.35), n_users)
@@ -97,6 +116,23 @@ def generate(src: SyntheticSource, seed: int) -> SourceData:
     second = (fav + rng.integers(1, n_theme, n_users)) % n_theme
     uage = rng.integers(0, n_age, n_users)
     brand_pref = rng.normal(0, 0.4, (n_users, n_brand))
+    return Latent(cat, theme, age, brand, tier, variant, twin_of, pop, cat_pref, fav, second, uage, brand_pref)
+
+
+def latent(src: SyntheticSource, seed: int) -> Latent:
+    """The hidden facts `generate(src, seed)` drew its data from (the same random stream)."""
+    return _draw_latent(np.random.default_rng(src.seed if src.seed is not None else seed), src)
+
+
+def generate(src: SyntheticSource, seed: int) -> SourceData:
+    rng = np.random.default_rng(src.seed if src.seed is not None else seed)
+    n_users, n_items = src.n_users, src.n_items
+    lat = _draw_latent(rng, src)
+    cat, theme, age, brand, tier, variant, twin_of, pop = (lat.cat, lat.theme, lat.age, lat.brand, lat.tier,
+                                                           lat.variant, lat.twin_of, lat.pop)
+    cat_pref, fav, second, uage, brand_pref = lat.cat_pref, lat.fav, lat.second, lat.uage, lat.brand_pref
+    n_twins = int((twin_of >= 0).sum())
+    groups = _FacetGroups(cat, theme, age, brand, pop)
 
     counts = np.maximum(src.min_interactions,
                         rng.lognormal(np.log(src.mean_interactions) - 0.18, 0.6, n_users).astype(int))

@@ -1,0 +1,43 @@
+"""The positive-control benchmark's oracle: its lists hold exactly what they claim (pure logic, no training)."""
+
+import numpy as np
+
+from benchmarks.positive_control import oracle_lists
+from hnl_ray.cf.data import PositiveSet
+from hnl_ray.config.data import SyntheticSource
+from hnl_ray.data.synthetic import latent
+
+
+def _setup():
+    lat = latent(SyntheticSource(n_users=60, n_items=300), seed=2)
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 60, 400)
+    pos = rng.integers(0, 300, 400)
+    train = PositiveSet(users, pos, 60, 300)
+    return lat, users, pos, train
+
+
+def test_lookalikes_are_close_but_wrong_for_the_user():
+    lat, users, pos, train = _setup()
+    lists = oracle_lists("lookalike", users, pos, lat, train, 8)
+    assert (lists >= 0).sum() > 400  # most pairs get some
+    twin_first = 0
+    for u, i, row in zip(users, pos, lists):
+        row = row[row >= 0]
+        assert len(set(row.tolist())) == len(row) and i not in row
+        assert (lat.cat[row] == lat.cat[i]).all() and (lat.age[row] == lat.age[i]).all()
+        assert ((lat.theme[row] != lat.fav[u]) & (lat.theme[row] != lat.second[u])).all()
+        assert not train.contains(np.full(len(row), u), row).any()
+        twin = lat.twin_of[i] if lat.twin_of[i] >= 0 else next(iter(np.flatnonzero(lat.twin_of == i)), -1)
+        if twin >= 0 and twin in row:
+            assert row[0] == twin
+            twin_first += 1
+    assert twin_first > 0
+
+
+def test_siblings_are_the_favourite_theme():
+    lat, users, pos, train = _setup()
+    lists = oracle_lists("sibling", users, pos, lat, train, 8)
+    for u, i, row in zip(users, pos, lists):
+        row = row[row >= 0]
+        assert (lat.theme[row] == lat.fav[u]).all() and (lat.cat[row] == lat.cat[i]).all()
