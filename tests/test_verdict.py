@@ -286,3 +286,13 @@ def test_a_half_finished_table_resumes_and_reports(tmp_path):
         assert again["rows"][row]["test"] == res["rows"][row]["test"], row
     assert again["rows"]["uniform-margin"]["diff_vs_best_classic"] == res["rows"]["uniform-margin"][
         "diff_vs_best_classic"]
+
+    # --report-only on another fresh machine: seeded and prepared, nothing trained, the same table.
+    shutil.rmtree(run)
+    fourth = _verdict("--config", str(cfg), "--out", str(out), "--no-diagnostics", "--report-only", store=store)
+    assert fourth.returncode == 0, fourth.stderr
+    assert "files of finished rows from" in fourth.stdout and "(up to date)" not in fourth.stdout
+    assert not (run / "cf" / "v-uniform-s1" / "checkpoint.safetensors").exists()
+    last = json.loads((out / "results.json").read_text())["datasets"]["tiny"]
+    assert last["rows"]["uniform-margin"]["diff_vs_best_classic"] == res["rows"]["uniform-margin"][
+        "diff_vs_best_classic"]

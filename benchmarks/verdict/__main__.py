@@ -79,8 +79,7 @@ def run(bench, here: Path, run_dir: str, out: Path, command: str, args: argparse
     t0 = time.perf_counter()
     try:
         if args.report_only:
-            records = {n: run_.read_json(f"bench/rows/{n}.json") for n in bench.rows
-                       if run_.exists("bench/rows", f"{n}.json")}
+            records = table.kept_records(bench, here, run_dir)
         else:
             records = table.run_rows(bench, here, run_dir, only=args.rows.split(",") if args.rows else None,
                                      diagnostics=not args.no_diagnostics,

@@ -104,6 +104,21 @@ def _parse(text: str) -> Any:
     return yaml.safe_load(text)
 
 
+def kept_records(bench: BenchConfig, here: Path, run_dir: str, say: Callable[[str], None] = print
+                 ) -> dict[str, dict]:
+    """The finished rows' records without training (`--report-only`): on a fresh machine the kept results are
+    seeded first and the data prepared (the groups need it), so the tables regenerate from a clean checkout."""
+    from hnl_ray.pipeline import run_pipeline
+
+    run = RunDir(run_dir)
+    if kept := artifacts.seed_results(bench.dataset, run):
+        say(f"seeded {kept} files of finished rows from benchmarks/artifacts/{bench.dataset}/results")
+    records = {n: run.read_json(f"bench/rows/{n}.json") for n in bench.rows if run.exists("bench/rows", f"{n}.json")}
+    if records:
+        run_pipeline(pipeline_config(bench, here, run_dir), run, only="prepare")  # skipped when prepared
+    return records
+
+
 def run_rows(bench: BenchConfig, here: Path, run_dir: str, only: list[str] | None = None,
              say: Callable[[str], None] = print, diagnostics: bool = True,
              stages: list[str] | None = None) -> dict[str, dict]:
