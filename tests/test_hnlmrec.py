@@ -372,3 +372,46 @@ def test_finetune_on_ray_train_resumes_after_a_killed_worker(ray_session, tiny_l
     assert (tmp_path / "finetune" / "adapter.safetensors").exists()
     res = run_stage("hardneg", cfg, run)
     assert res["pairs"] > 0 and res["check_min_cosine"] >= 0.999 and res["dtype"] == "float16"
+
+
+@pytest.mark.slow
+def test_a_checkpoint_carried_to_a_fresh_run_directory_resumes_to_the_same_adapter(ray_session, tiny_llm,
+                                                                                     tmp_path):
+    """A fine-tuning that outlasts a session: its step-3 checkpoint, carried into another run directory of the
+    same config (finetune/carried/), is where that run starts; it ends with the uninterrupted run's adapter."""
+    import json
+    import shutil
+
+    from safetensors.numpy import load_file
+
+    sets = ["data.n_users=40", "data.n_items=30", f"finetune.base_model={tiny_llm}", "finetune.num_workers=1",
+            "finetune.batch_size=4", "finetune.max_steps=6", "finetune.checkpoint_every=3",
+            "finetune.max_query_tokens=48", "finetune.epochs=3", "finetune.lr=0.001"]
+    runs = {}
+    for name in ("a", "b"):
+        cfg = load_config("configs/demo.yaml", sets, run_dir=str(tmp_path / name))
+        run_stage("prepare", cfg)
+        _fake_profiles_and_teacher(cfg, RunDir(str(tmp_path / name)))
+        runs[name] = cfg
+    first = run_stage("finetune", runs["a"])
+    assert first["steps"] == 6 and first["resumed"] == 0
+    (ray_run,) = (tmp_path / "a" / "finetune" / "ray").glob("hnlmrec-*")
+    step3 = next(d for d in ray_run.glob("checkpoint_*") if json.loads((d / "state.json").read_text())["step"] == 3)
+    carried = tmp_path / "b" / "finetune" / "carried"
+    shutil.copytree(step3, carried)
+    (carried / "carried.json").write_text(json.dumps({"fingerprint": ray_run.name.removeprefix("hnlmrec-"),
+                                                      "step": 3}))
+    second = run_stage("finetune", runs["b"])
+    assert second["steps"] == 6 and second["resumed"] == 1
+    a, b = (load_file(str(tmp_path / n / "finetune" / "adapter.safetensors")) for n in ("a", "b"))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert not carried.exists()  # used up
+
+
+def test_a_carried_checkpoint_of_another_config_is_not_loaded(tmp_path):
+    from hnl_ray.stages.finetune import carried_checkpoint
+
+    run = RunDir(str(tmp_path))
+    run.write_text("finetune/carried/carried.json", '{"fingerprint": "other", "step": 3}')
+    assert carried_checkpoint(Artifacts(run), "mine") is None
+    assert carried_checkpoint(Artifacts(run), "other") == run.path("finetune", "carried")

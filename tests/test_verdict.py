@@ -192,6 +192,34 @@ def test_a_stage_file_over_the_limit_is_stored_in_parts_and_seeded_byte_for_byte
     assert not fresh.exists("finetune", "adapter.safetensors.part-000")
 
 
+def test_an_unfinished_finetune_is_carried_to_a_fresh_run_directory(tmp_path, monkeypatch):
+    """`carry` stores the checkpoint Ray Train's snapshot names as the latest (in parts when large), and
+    `seed_run` puts it in finetune/carried/ of a run that has not finished the stage, once."""
+    ray_run = tmp_path / "run" / "finetune" / "ray" / "hnlmrec-fp1"
+    for step, name in ((3, "checkpoint_a"), (6, "checkpoint_b")):
+        (ray_run / name).mkdir(parents=True)
+        (ray_run / name / "state.json").write_text(json.dumps({"step": step}))
+        (ray_run / name / "optimizer.safetensors").write_bytes(np.random.default_rng(step).bytes(2500))
+    (ray_run / "checkpoint_manager_snapshot.json").write_text(json.dumps(
+        {"latest_checkpoint_result": {"checkpoint_dir_name": "checkpoint_b"}}))
+    monkeypatch.setattr(artifacts, "STORE", tmp_path / "store")
+    monkeypatch.setattr(artifacts, "FILE_LIMIT", 1000)
+    got = artifacts.carry("ds", str(tmp_path / "run"))
+    assert got["step"] == 6 and got["fingerprint"] == "fp1"
+    fresh = RunDir(str(tmp_path / "fresh"))
+    assert artifacts.seed_run("ds", fresh) == ["finetune (carried checkpoint, step 6)"]
+    assert fresh.read_bytes("finetune/carried/optimizer.safetensors") == (
+        ray_run / "checkpoint_b" / "optimizer.safetensors").read_bytes()
+    assert fresh.read_json("finetune/carried/carried.json")["fingerprint"] == "fp1"
+    assert artifacts.seed_run("ds", fresh) == []  # already there
+    fresh.write_text("finetune/manifest.json", "{}")
+    fresh.delete("finetune", "carried")
+    assert artifacts.seed_run("ds", fresh) == []  # a finished stage gets no checkpoint
+    (tmp_path / "run" / "finetune" / "manifest.json").write_text("{}")
+    with pytest.raises(SystemExit, match="is finished"):
+        artifacts.carry("ds", str(tmp_path / "run"))
+
+
 def test_markdown_block_is_replaced_in_place(tmp_path):
     p = tmp_path / "results.md"
     p.write_text("# Results\n\nintro\n")

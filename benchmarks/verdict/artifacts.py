@@ -7,6 +7,12 @@ finished stage folder when it is compact (the dataset's folder < 20 MB; a file o
 2 MB, joined byte for byte when seeded).
 
     python -m benchmarks.verdict.artifacts save --dataset amazon-scientific --run-dir RUN --folder hardneg
+
+A fine-tuning that outlasts a session is carried instead: `carry` stores the latest checkpoint of the unfinished
+run (adapter, optimiser state, progress; ~8 MB on the encoder rung) under carried/finetune/, and `seed_run`
+puts it in a fresh run directory's finetune/carried/, where the stage resumes from it when the fingerprint matches:
+
+    python -m benchmarks.verdict.artifacts carry --dataset amazon-toys-p5 --run-dir RUN
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ STORE = Path(os.environ.get("HNL_BENCH_ARTIFACTS") or ROOT / "benchmarks" / "art
 FILE_LIMIT = 2 * 1024 * 1024
 FOLDER_LIMIT = 20 * 1024 * 1024
 SKIP = ("checkpoint", "run.json", ".tmp")  # resumable scratch, not results
-SCRATCH_DIRS = ("ray",)  # Ray Train's / Tune's own storage under a stage folder (checkpoints, markers)
+SCRATCH_DIRS = ("ray", "carried")  # Ray Train's / Tune's own storage under a stage folder; a carried checkpoint
+CARRIED = "carried"  # benchmarks/artifacts/<dataset>/carried/<folder>/: an unfinished stage's latest checkpoint
 
 
 def _files(folder: Path) -> list[Path]:
@@ -39,29 +46,47 @@ def stored(dataset: str) -> list[str]:
     """Stage folders stored for a dataset (relative paths, e.g. `hardneg`, `profiles/users`)."""
     base = STORE / dataset
     return sorted(str(m.parent.relative_to(base)) for m in base.rglob("manifest.json")
-                  if m.relative_to(base).parts[0] != RESULTS) if base.exists() else []
+                  if m.relative_to(base).parts[0] not in (RESULTS, CARRIED)) if base.exists() else []
 
 
 PART = ".part-"  # a file over the limit is stored as <name>.part-000, .part-001, ... and joined when seeded
 
 
+def _copy_in(src: Path, files: list[Path], run: RunDir, dst: str) -> None:
+    """Write stored files into the run folder `dst`, joining the parts of a split file byte for byte."""
+    joined: dict[str, list[Path]] = {}
+    for f in files:
+        name = str(f.relative_to(src))
+        if PART in f.name:
+            joined.setdefault(name.rpartition(PART)[0], []).append(f)
+        else:
+            run.write_bytes(f"{dst}/{name}", f.read_bytes())
+    for name, parts in joined.items():
+        run.write_bytes(f"{dst}/{name}", b"".join(p.read_bytes() for p in sorted(parts)))
+
+
 def seed_run(dataset: str, run: RunDir) -> list[str]:
-    """Copy stored stage folders into `run` where it has no manifest for them; returns those copied."""
+    """Copy stored stage folders into `run` where it has no manifest for them, and a carried checkpoint into an
+    unfinished stage that has none or an older one; returns what was copied."""
     copied = []
     for folder in stored(dataset):
         if run.exists(folder, "manifest.json"):
             continue  # the run's own result wins; its stage decides whether it is fresh
         src = STORE / dataset / folder
-        joined: dict[str, list[Path]] = {}
-        for f in _files(src):
-            name = str(f.relative_to(src))
-            if PART in f.name:
-                joined.setdefault(name.rpartition(PART)[0], []).append(f)
-            else:
-                run.write_bytes(f"{folder}/{name}", f.read_bytes())
-        for name, parts in joined.items():
-            run.write_bytes(f"{folder}/{name}", b"".join(p.read_bytes() for p in sorted(parts)))
+        _copy_in(src, _files(src), run, folder)
         copied.append(folder)
+    base = STORE / dataset / CARRIED
+    for info in sorted(base.glob("*/carried.json")) if base.exists() else []:
+        folder, src = info.parent.name, info.parent
+        if run.exists(folder, "manifest.json"):
+            continue
+        have = run.read_json(f"{folder}/{CARRIED}/carried.json") if run.exists(folder, CARRIED, "carried.json") \
+            else None
+        new = json.loads(info.read_text())
+        if have is not None and have.get("fingerprint") == new["fingerprint"] and have.get("step", 0) >= new["step"]:
+            continue  # the run already holds this checkpoint or a later one
+        _copy_in(src, sorted(p for p in src.iterdir() if p.is_file()), run, f"{folder}/{CARRIED}")
+        copied.append(f"{folder} (carried checkpoint, step {new['step']})")
     return copied
 
 
@@ -134,15 +159,50 @@ def save(dataset: str, run_dir: str, folder: str) -> dict:
     for f in files:
         out = dst / f.relative_to(src)
         out.parent.mkdir(parents=True, exist_ok=True)
-        data = f.read_bytes()
-        if len(data) < FILE_LIMIT:
-            out.write_bytes(data)
-            continue
-        step = FILE_LIMIT - 1
-        for k, start in enumerate(range(0, len(data), step)):  # each part under the per-file limit
-            out.with_name(f"{out.name}{PART}{k:03d}").write_bytes(data[start: start + step])
+        _write_limited(out, f.read_bytes())
     return {"folder": folder, "files": len(files), "bytes": sum(f.stat().st_size for f in files),
             "fingerprint": manifest.get("fingerprint"), "dataset_total_bytes": total}
+
+
+def carry(dataset: str, run_dir: str, folder: str = "finetune") -> dict:
+    """Store the latest checkpoint of an unfinished fine-tuning (Ray Train's snapshot names it) for the next
+    machine: carried/<folder>/ with carried.json (the run's fingerprint, the step)."""
+    src = Path(run_dir) / folder
+    if (src / "manifest.json").exists():
+        raise SystemExit(f"{src} is finished: store it with `save --folder {folder}` instead")
+    snaps = sorted((src / "ray").glob("hnlmrec-*/checkpoint_manager_snapshot.json"), key=lambda p: p.stat().st_mtime)
+    if not snaps:
+        raise SystemExit(f"{src}/ray: no Ray Train run with a checkpoint")
+    snap = json.loads(snaps[-1].read_text())
+    latest = (snap.get("latest_checkpoint_result") or {}).get("checkpoint_dir_name")
+    if not latest:
+        raise SystemExit(f"{snaps[-1]}: no checkpoint reported yet")
+    ck = snaps[-1].parent / latest
+    fp = snaps[-1].parent.name.removeprefix("hnlmrec-")
+    step = json.loads((ck / "state.json").read_text())["step"]
+    dst = STORE / dataset / CARRIED / folder
+    others = sum(f.stat().st_size for f in (STORE / dataset).rglob("*")
+                 if f.is_file() and dst not in f.parents) if (STORE / dataset).exists() else 0
+    files = sorted(p for p in ck.iterdir() if p.is_file())
+    total = others + sum(f.stat().st_size for f in files)
+    if total >= FOLDER_LIMIT:
+        raise SystemExit(f"benchmarks/artifacts/{dataset} would hold {total / 2**20:.1f} MB (limit 20 MB)")
+    shutil.rmtree(dst, ignore_errors=True)
+    dst.mkdir(parents=True)
+    for f in files:
+        _write_limited(dst / f.name, f.read_bytes())
+    (dst / "carried.json").write_text(json.dumps({"fingerprint": fp, "step": step, "from": latest}) + "\n")
+    return {"folder": folder, "step": step, "fingerprint": fp, "bytes": total - others, "dataset_total_bytes": total}
+
+
+def _write_limited(out: Path, data: bytes) -> None:
+    """One file, or its parts under the per-file limit."""
+    if len(data) < FILE_LIMIT:
+        out.write_bytes(data)
+        return
+    step = FILE_LIMIT - 1
+    for k, start in enumerate(range(0, len(data), step)):
+        out.with_name(f"{out.name}{PART}{k:03d}").write_bytes(data[start: start + step])
 
 
 def main() -> None:
@@ -152,11 +212,17 @@ def main() -> None:
     s.add_argument("--dataset", required=True)
     s.add_argument("--run-dir", required=True)
     s.add_argument("--folder", action="append", required=True)
+    c = sub.add_parser("carry", help="store the latest checkpoint of an unfinished fine-tuning")
+    c.add_argument("--dataset", required=True)
+    c.add_argument("--run-dir", required=True)
+    c.add_argument("--folder", default="finetune")
     sub.add_parser("list", help="what is stored").add_argument("--dataset", required=True)
     args = ap.parse_args()
     if args.cmd == "save":
         for folder in args.folder:
             print(json.dumps(save(args.dataset, args.run_dir, folder)))
+    elif args.cmd == "carry":
+        print(json.dumps(carry(args.dataset, args.run_dir, args.folder)))
     else:
         print("\n".join(stored(args.dataset)) or "(nothing stored)")
 

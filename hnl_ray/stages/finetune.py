@@ -9,7 +9,10 @@ Ray Train runs `TorchTrainer` with `prepare_model` (DDP over a bf16 base on GPU)
 a Ray Dataset sharded to the workers, bf16 on GPU, gradient accumulation, and checkpoints (adapter weights and
 optimiser state as safetensors) every `checkpoint_every` steps under `RunConfig(storage_path, name)` with
 `FailureConfig(max_failures)`: a killed worker resumes from the last checkpoint, and a re-submitted job with the
-same run directory continues the same run.
+same run directory continues the same run. A checkpoint carried from another machine (finetune/carried/, with
+the fingerprint it belongs to in carried.json) is where a fresh run directory starts when Ray Train's storage
+has none: Ray Train V2's way (the loop loads it when `get_checkpoint()` is None), since the trainer's
+`resume_from_checkpoint` is gone.
 
 Outputs: finetune/adapter.safetensors (LoRA + projection), finetune/log.jsonl, finetune/metrics.json.
 """
@@ -130,6 +133,8 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
     opt = torch.optim.AdamW(params, lr=cfg.lr)
     step, epoch, start_batch, history = 0, 0, 0, []
     ckpt = ray.train.get_checkpoint()
+    if ckpt is None and config.get("carried"):
+        ckpt = ray.train.Checkpoint(path=config["carried"], filesystem=config.get("carried_fs"))
     if ckpt is not None:
         with ckpt.as_directory() as d:
             inner.load_trainable(load_file(os.path.join(d, "adapter.safetensors")))
@@ -263,9 +268,11 @@ def run(ctx: Context) -> dict:
         iprof = art.item_profiles()
         random_items = [item_text(t, iprof.get(i)) for i, t in zip(items["item_idx"].to_pylist(),
                                                                   items["title"].to_pylist())]
+        carried = carried_checkpoint(art, fp)
         loop_config = {"finetune": cfg.finetune.model_dump(mode="json"), "base_path": base_path, "seed": cfg.seed,
                        "cf_tokens": cfg.finetune.cf_tokens, "artifacts": art if cfg.finetune.cf_tokens else None,
-                       "random_items": random_items if cfg.finetune.random_negatives else None}
+                       "random_items": random_items if cfg.finetune.random_negatives else None,
+                       "carried": carried, "carried_fs": None if art.run.is_local else art.run.fs}
         trainer = _trainer_class(cfg)(
             _train_loop, train_loop_config=loop_config,
             scaling_config=ScalingConfig(num_workers=cfg.finetune.num_workers, use_gpu=cfg.finetune.use_gpu,
@@ -297,10 +304,27 @@ def run(ctx: Context) -> dict:
                    "pairs_per_s": _pairs_per_s(state["history"], cfg.finetune.num_workers),
                    **validate_adapter(cfg, base_path, tensors, valid, art)}
         art.write_finetune_metrics(metrics)
+        art.run.delete(A.FINETUNE, CARRIED)  # its steps are in the run now
         return Output(counts={"steps": state["step"], "train_pairs": train.num_rows}, outputs=A.FINETUNE_FILES,
                       timings={"fit": seconds}, result=metrics)
 
     return step(ctx, A.FINETUNE, part, inputs, work, label="finetune", cached=art.finetune_metrics)
+
+
+CARRIED = "carried"  # finetune/carried/: a checkpoint brought from another machine (adapter, optimiser, state)
+
+
+def carried_checkpoint(art: Artifacts, fp: str) -> str | None:
+    """The carried checkpoint's path when it belongs to this fine-tuning run (same fingerprint), else None (a
+    checkpoint of another config is never loaded)."""
+    if not art.run.exists(A.FINETUNE, CARRIED, "carried.json"):
+        return None
+    info = json.loads(art.run.read_text(f"{A.FINETUNE}/{CARRIED}/carried.json"))
+    if info.get("fingerprint") != fp:
+        log.warning("%s: a checkpoint of another fine-tuning run (fingerprint %s, this run %s): not used",
+                    art.run.uri_of(A.FINETUNE, CARRIED), info.get("fingerprint"), fp)
+        return None
+    return art.run.path(A.FINETUNE, CARRIED)
 
 
 def _trainer_class(cfg: Config):
