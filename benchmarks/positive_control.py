@@ -12,7 +12,8 @@ rule on, its text rule off since look-alikes are close in text by construction):
   neither of the user's two liked themes (the positive's own twin first when it qualifies, then the same brand,
   then by popularity): close in text and in co-purchase, wrong for the user;
 * `oracle-sibling`: the false hard negatives: the same category and age band in the user's favourite theme
-  (what text neighbours and the teacher's top-scored items are full of: the user's plausible future positives);
+  (what text neighbours and the teacher's top-scored items are full of: the user's plausible future positives;
+  there are few: 2.35 per pair, not 8);
 * `oracle-random`: 8 random items per pair, fixed for the run: the same pool shape with no content (if it
   fails too, the pool's shape is at fault, not its items);
 * `dns`: the table's best tuned classic sampler at its chosen setting (M = 4), the reference.
@@ -61,17 +62,20 @@ ROWS = ("dns", *ORACLES)
 METRICS = ["ndcg@20", "recall@20"]
 
 
-def oracle_lists(kind: str, users: np.ndarray, pos: np.ndarray, lat: Latent, train_positives, n: int
-                 ) -> np.ndarray:
+def oracle_lists(kind: str, users: np.ndarray, pos: np.ndarray, lat: Latent, train_positives, n: int,
+                 allowed: np.ndarray | None = None) -> np.ndarray:
     """(P, n) oracle candidates per training pair (u, pos) in latent indices, -1 padded. `lookalike`: the
     positive's category and age band, a theme the user likes neither first nor second, never a training positive
     of u; ordered twin of the positive first, then same brand, then more popular. `sibling`: the same category and
     age band in the user's favourite theme (the plausible positives), same order. `random`: n items drawn at
     random, fixed per pair (the pool's shape without its content). `lookalike-any`: the look-alike set in random
-    order (the twin and the popular ones not first)."""
+    order (the twin and the popular ones not first). `allowed` (bool per latent item): the items that may be
+    listed (those in the prepared data), applied before the first n are taken."""
     if kind not in ("lookalike", "lookalike-any", "sibling", "random"):
         raise ValueError(f"unknown oracle {kind!r}")
     rng = np.random.default_rng(0)
+    allowed = np.ones(len(lat.cat), bool) if allowed is None else allowed
+    pool = np.flatnonzero(allowed)
     twin_pair = np.full(len(lat.cat), -1)
     orig = np.flatnonzero(lat.twin_of >= 0)
     twin_pair[orig] = lat.twin_of[orig]
@@ -81,12 +85,12 @@ def oracle_lists(kind: str, users: np.ndarray, pos: np.ndarray, lat: Latent, tra
     out = np.full((len(users), n), -1, np.int64)
     for r, (u, i) in enumerate(zip(users, pos)):
         if kind == "random":
-            cand = rng.choice(len(lat.cat), size=4 * n, replace=False)
+            cand = rng.choice(pool, size=min(4 * n, len(pool)), replace=False)
         else:
             group = by_key[key[i]]
             th = lat.theme[group]
             ok = (th == lat.fav[u]) if kind == "sibling" else (th != lat.fav[u]) & (th != lat.second[u])
-            cand = group[ok & (group != i)]
+            cand = group[ok & (group != i) & allowed[group]]
         cand = cand[~train_positives.contains(np.full(len(cand), u), cand)]
         if not len(cand):
             continue
@@ -120,7 +124,7 @@ def oracle_candidates(kind: str, n: int, art: Artifacts, data: CFData, lat: Late
     back[i_map] = np.arange(len(i_map))  # latent item -> prepared item_idx (-1: no interaction, not prepared)
     u_tr, i_tr = data.train
     lat_pos = PositiveSet(u_map[u_tr], i_map[i_tr], int(u_map.max()) + 1, len(lat.cat))
-    lists = oracle_lists(kind, u_map[u_tr], i_map[i_tr], lat, lat_pos, n)
+    lists = oracle_lists(kind, u_map[u_tr], i_map[i_tr], lat, lat_pos, n, allowed=back >= 0)
     mapped = np.where(lists >= 0, back[np.maximum(lists, 0)], -1)
     ok = mapped >= 0
     held = PositiveSet(np.r_[data.valid[0], data.test[0]], np.r_[data.valid[1], data.test[1]], data.n_users,
@@ -128,7 +132,8 @@ def oracle_candidates(kind: str, n: int, art: Artifacts, data: CFData, lat: Late
     future = held.contains(np.repeat(u_tr, n)[ok.ravel()], mapped[ok])
     info = {"pairs": int(len(u_tr)), "pairs_with_candidates": int(ok.any(1).sum()),
             "candidates_per_pair": round(float(ok.sum(1).mean()), 2),
-            "share_valid_or_test": round(float(future.mean()) if len(future) else 0.0, 5)}
+            "share_valid_or_test": round(float(future.mean()) if len(future) else 0.0, 5),
+            "lists_sha1": hashlib.sha1(mapped.tobytes()).hexdigest()[:12]}  # a run is redone when its lists change
     return PairCandidates.from_fixed(u_tr, i_tr, mapped, data.n_items), info
 
 
@@ -148,7 +153,7 @@ def main() -> None:
     bench, base = load_bench(BENCH)
     tag = "-" + hashlib.sha1("\n".join(args.set).encode()).hexdigest()[:8] if args.set else ""
     run_dir = WORK / f"positive-control{tag}"
-    cfg = load_config(base / bench.config, args.set, run_dir=str(run_dir))
+    cfg = load_config(base / bench.config, [*bench.sets, *args.set], run_dir=str(run_dir))
     run_pipeline(cfg, only="prepare")
     art = Artifacts(str(run_dir))
     data = art.cf_data()
@@ -183,26 +188,28 @@ def main() -> None:
         tcfg = dns_train.model_validate(over)
         for seed in seeds:
             key = f"{name}@{seed}"
-            if key in runs and runs[key]["setting"] == over:
-                continue
             folder = f"pc-{name}-s{seed}"
+            lists = info[name]["lists_sha1"] if name != "dns" else None
+            if key in runs and runs[key]["setting"] == over and runs[key].get("lists_sha1") == lists and \
+                    art.run.exists(art.cf_folder(folder), "per_user_test.parquet"):
+                continue  # (a fresh machine has the figures but not the per-user results: it runs them again)
             art.run.delete(art.cf_folder(folder))
             t0 = time.perf_counter()
             trainer = build_run(tcfg, art, data, art.cf_run(folder), folder, seed, progress=False, semantic=parts)
             res = trainer.fit()
             log = [r["sampler"] for r in art.cf_log(folder) or [] if "sampler" in r]
-            runs[key] = {"row": name, "seed": seed, "setting": over, "run": folder,
+            runs[key] = {"row": name, "seed": seed, "setting": over, "run": folder, "lists_sha1": lists,
                          "valid": res["valid"], "test": res["test"], "best_epoch": res["best_epoch"],
                          "sampler_first_last_epoch": [log[0], log[-1]] if log else None,
                          "wall_s": round(time.perf_counter() - t0, 1), "commit": commit()}
             console.print(f"{key}: valid N@20 {res['valid']['ndcg@20']:.4f}  test N@20 {res['test']['ndcg@20']:.4f}"
                           + (f"  neighbour picks {log[-1].get('neighbour_pick_share', 0):.3f}" if log else ""))
             _write(out, runs, info, {"data_overrides": args.set, "dns_sweep": sweep})
-    _write(out, runs, info, {"data_overrides": args.set, "dns_sweep": sweep}, art=art)
+    _write(out, runs, info, {"data_overrides": args.set, "dns_sweep": sweep}, art=art, boot=bench.bootstrap)
     console.print(f"wrote {out.relative_to(ROOT)}")
 
 
-def _write(out, runs: dict, info: dict, extra: dict, art: Artifacts | None = None) -> None:
+def _write(out, runs: dict, info: dict, extra: dict, art: Artifacts | None = None, boot=None) -> None:
     rows = {}
     for name in ROWS:
         mine = [r for r in runs.values() if r["row"] == name]  # every seed run so far
@@ -218,7 +225,7 @@ def _write(out, runs: dict, info: dict, extra: dict, art: Artifacts | None = Non
             mine = per_user(art.run, {"seeds": {r["seed"]: r for r in runs.values() if r["row"] == name}}, METRICS)
             for m in METRICS:
                 a, b = stats.align(mine[0], mine[1][m], ref[0], ref[1][m])
-                ci = stats.paired_bootstrap(a, b, resamples=1000)
+                ci = stats.paired_bootstrap(a, b, resamples=boot.resamples, level=boot.level, seed=boot.seed)
                 rows[name][f"diff_vs_dns test {m}"] = ci
                 rows[name][f"verdict {m}"] = stats.sentence(name, "dns", m, ci, rows[name]["seeds"])
     out.parent.mkdir(parents=True, exist_ok=True)

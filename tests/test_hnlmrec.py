@@ -407,11 +407,28 @@ def test_a_checkpoint_carried_to_a_fresh_run_directory_resumes_to_the_same_adapt
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     assert not carried.exists()  # used up
 
+    # A run killed after its last step but before its manifest: its final checkpoint, carried, finishes the stage.
+    step6 = next(d for d in ray_run.glob("checkpoint_*") if json.loads((d / "state.json").read_text())["step"] == 6)
+    cfg_c = load_config("configs/demo.yaml", sets, run_dir=str(tmp_path / "c"))
+    run_stage("prepare", cfg_c)
+    _fake_profiles_and_teacher(cfg_c, RunDir(str(tmp_path / "c")))
+    shutil.copytree(step6, tmp_path / "c" / "finetune" / "carried")
+    (tmp_path / "c" / "finetune" / "carried" / "carried.json").write_text(
+        json.dumps({"fingerprint": ray_run.name.removeprefix("hnlmrec-"), "step": 6}))
+    third = run_stage("finetune", cfg_c)
+    assert third["steps"] == 6 and third["resumed"] == 1
+    c = load_file(str(tmp_path / "c" / "finetune" / "adapter.safetensors"))
+    assert all(np.array_equal(a[k], c[k]) for k in a)
 
-def test_a_carried_checkpoint_of_another_config_is_not_loaded(tmp_path):
+
+def test_a_carried_checkpoint_of_another_config_or_other_workers_is_not_loaded(tmp_path):
+    from hnl_ray.errors import StageError
     from hnl_ray.stages.finetune import carried_checkpoint
 
     run = RunDir(str(tmp_path))
     run.write_text("finetune/carried/carried.json", '{"fingerprint": "other", "step": 3}')
-    assert carried_checkpoint(Artifacts(run), "mine") is None
-    assert carried_checkpoint(Artifacts(run), "other") == run.path("finetune", "carried")
+    run.write_text("finetune/carried/state.json", '{"step": 3, "workers": 1, "batch_size": 32}')
+    assert carried_checkpoint(Artifacts(run), "mine", 1, 32) is None
+    assert carried_checkpoint(Artifacts(run), "other", 1, 32) == run.path("finetune", "carried")
+    with pytest.raises(StageError, match=r"finetune.num_workers=1 and finetune.batch_size=32, this run has 2 and 32"):
+        carried_checkpoint(Artifacts(run), "other", 2, 32)

@@ -41,3 +41,19 @@ def test_siblings_are_the_favourite_theme():
     for u, i, row in zip(users, pos, lists):
         row = row[row >= 0]
         assert (lat.theme[row] == lat.fav[u]).all() and (lat.cat[row] == lat.cat[i]).all()
+
+
+def test_items_missing_from_the_prepared_data_are_skipped_before_the_first_n_are_taken():
+    lat, users, pos, train = _setup()
+    allowed = np.random.default_rng(1).random(300) < 0.5
+    for kind in ("lookalike", "random"):
+        full = oracle_lists(kind, users, pos, lat, train, 4)
+        some = oracle_lists(kind, users, pos, lat, train, 4, allowed=allowed)
+        assert allowed[some[some >= 0]].all()
+        if kind == "lookalike":  # the allowed ones of a longer list fill the slots
+            longer = oracle_lists(kind, users, pos, lat, train, 300)
+            for row_some, row_long in zip(some, longer):
+                keep = [j for j in row_long if j >= 0 and allowed[j]][:4]
+                assert row_some[: len(keep)].tolist() == keep
+        else:
+            assert ((some >= 0).sum(1) == 4).all() and (full >= 0).sum() == (some >= 0).sum()

@@ -324,3 +324,20 @@ def test_a_half_finished_table_resumes_and_reports(tmp_path):
     last = json.loads((out / "results.json").read_text())["datasets"]["tiny"]
     assert last["rows"]["uniform-margin"]["diff_vs_best_classic"] == res["rows"]["uniform-margin"][
         "diff_vs_best_classic"]
+
+
+def test_saving_a_finished_finetune_replaces_its_carried_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setattr(artifacts, "STORE", tmp_path / "store")
+    carried = tmp_path / "store" / "ds" / "carried" / "finetune"
+    carried.mkdir(parents=True)
+    (carried / "carried.json").write_text('{"fingerprint": "f", "step": 3}')
+    (tmp_path / "run" / "finetune").mkdir(parents=True)
+    (tmp_path / "run" / "finetune" / "manifest.json").write_text('{"fingerprint": "f"}')
+    monkeypatch.setattr(artifacts, "FOLDER_LIMIT", 40)  # the carried file counts until it is replaced
+    (carried / "optimizer.safetensors").write_bytes(b"x" * 30)
+    got = artifacts.save("ds", str(tmp_path / "run"), "finetune")
+    assert got["dataset_total_bytes"] < 40 and not carried.exists()
+    (tmp_path / "store" / "ds" / "results").mkdir()
+    (tmp_path / "store" / "ds" / "results" / "big").write_bytes(b"x" * 30)
+    with pytest.raises(SystemExit, match="limit 20 MB"):  # results count towards the dataset's folder
+        artifacts.save("ds", str(tmp_path / "run"), "finetune")

@@ -150,12 +150,13 @@ def save(dataset: str, run_dir: str, folder: str) -> dict:
     manifest = json.loads((src / "manifest.json").read_text())
     files = _files(src)
     dst = STORE / dataset / folder
-    others = sum(f.stat().st_size for f in _files(STORE / dataset) if dst not in f.parents) if (
-        STORE / dataset).exists() else 0
+    carried = STORE / dataset / CARRIED / folder  # superseded by the finished stage: removed with this save
+    others = _store_bytes(dataset, dst, carried)
     total = others + sum(f.stat().st_size for f in files)
     if total >= FOLDER_LIMIT:
         raise SystemExit(f"benchmarks/artifacts/{dataset} would hold {total / 2**20:.1f} MB (limit 20 MB)")
     shutil.rmtree(dst, ignore_errors=True)
+    shutil.rmtree(carried, ignore_errors=True)
     for f in files:
         out = dst / f.relative_to(src)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -181,8 +182,7 @@ def carry(dataset: str, run_dir: str, folder: str = "finetune") -> dict:
     fp = snaps[-1].parent.name.removeprefix("hnlmrec-")
     step = json.loads((ck / "state.json").read_text())["step"]
     dst = STORE / dataset / CARRIED / folder
-    others = sum(f.stat().st_size for f in (STORE / dataset).rglob("*")
-                 if f.is_file() and dst not in f.parents) if (STORE / dataset).exists() else 0
+    others = _store_bytes(dataset, dst)
     files = sorted(p for p in ck.iterdir() if p.is_file())
     total = others + sum(f.stat().st_size for f in files)
     if total >= FOLDER_LIMIT:
@@ -193,6 +193,13 @@ def carry(dataset: str, run_dir: str, folder: str = "finetune") -> dict:
         _write_limited(dst / f.name, f.read_bytes())
     (dst / "carried.json").write_text(json.dumps({"fingerprint": fp, "step": step, "from": latest}) + "\n")
     return {"folder": folder, "step": step, "fingerprint": fp, "bytes": total - others, "dataset_total_bytes": total}
+
+
+def _store_bytes(dataset: str, *replaced: Path) -> int:
+    """Bytes of everything stored for a dataset (results and carried checkpoints included) outside `replaced`."""
+    base = STORE / dataset
+    return sum(f.stat().st_size for f in base.rglob("*")
+               if f.is_file() and not any(r == f or r in f.parents for r in replaced)) if base.exists() else 0
 
 
 def _write_limited(out: Path, data: bytes) -> None:

@@ -133,7 +133,8 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
     opt = torch.optim.AdamW(params, lr=cfg.lr)
     step, epoch, start_batch, history = 0, 0, 0, []
     ckpt = ray.train.get_checkpoint()
-    if ckpt is None and config.get("carried"):
+    from_carried = ckpt is None and bool(config.get("carried"))
+    if from_carried:
         ckpt = ray.train.Checkpoint(path=config["carried"], filesystem=config.get("carried_fs"))
     if ckpt is not None:
         with ckpt.as_directory() as d:
@@ -168,7 +169,9 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
         i = torch.as_tensor(np.asarray(batch["item_idx"], dtype=np.int64))
         return torch.stack([cf_vecs[0][u], cf_vecs[1][i]], 1)
 
-    saved = {"step": step}
+    # The step of the last checkpoint in Ray's storage; a carried one is not there yet, so the run reports it again
+    # (else a carried checkpoint of the last step would leave the run without any).
+    saved = {"step": -1 if from_carried else step}
 
     def save(ep: int, next_batch: int, loss: float) -> None:
         """A checkpoint from rank 0 (adapter, optimiser, progress); every rank reports (it is a barrier)."""
@@ -178,7 +181,8 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
                 save_file(inner.trainable_state(), os.path.join(d, "adapter.safetensors"))
                 save_file(optimizer_tensors(opt), os.path.join(d, "optimizer.safetensors"))
                 with open(os.path.join(d, "state.json"), "w") as f:
-                    json.dump({"step": step, "epoch": ep, "batch": next_batch, "history": history}, f)
+                    json.dump({"step": step, "epoch": ep, "batch": next_batch, "history": history,
+                               "workers": world, "batch_size": cfg.batch_size}, f)
                 ck = ray.train.Checkpoint.from_directory(d)
             ray.train.report({"step": step, "loss": loss}, checkpoint=ck)
         saved["step"] = step
@@ -268,7 +272,7 @@ def run(ctx: Context) -> dict:
         iprof = art.item_profiles()
         random_items = [item_text(t, iprof.get(i)) for i, t in zip(items["item_idx"].to_pylist(),
                                                                   items["title"].to_pylist())]
-        carried = carried_checkpoint(art, fp)
+        carried = carried_checkpoint(art, fp, cfg.finetune.num_workers, cfg.finetune.batch_size)
         loop_config = {"finetune": cfg.finetune.model_dump(mode="json"), "base_path": base_path, "seed": cfg.seed,
                        "cf_tokens": cfg.finetune.cf_tokens, "artifacts": art if cfg.finetune.cf_tokens else None,
                        "random_items": random_items if cfg.finetune.random_negatives else None,
@@ -314,16 +318,25 @@ def run(ctx: Context) -> dict:
 CARRIED = "carried"  # finetune/carried/: a checkpoint brought from another machine (adapter, optimiser, state)
 
 
-def carried_checkpoint(art: Artifacts, fp: str) -> str | None:
+def carried_checkpoint(art: Artifacts, fp: str, workers: int, batch_size: int) -> str | None:
     """The carried checkpoint's path when it belongs to this fine-tuning run (same fingerprint), else None (a
-    checkpoint of another config is never loaded)."""
+    checkpoint of another config is never loaded). Its position in the epoch is a batch index into each worker's
+    shard, which means the same only with the same workers and batch size (resources the fingerprint leaves out):
+    with others it is refused by name."""
     if not art.run.exists(A.FINETUNE, CARRIED, "carried.json"):
         return None
+    where = art.run.uri_of(A.FINETUNE, CARRIED)
     info = json.loads(art.run.read_text(f"{A.FINETUNE}/{CARRIED}/carried.json"))
     if info.get("fingerprint") != fp:
         log.warning("%s: a checkpoint of another fine-tuning run (fingerprint %s, this run %s): not used",
-                    art.run.uri_of(A.FINETUNE, CARRIED), info.get("fingerprint"), fp)
+                    where, info.get("fingerprint"), fp)
         return None
+    state = json.loads(art.run.read_text(f"{A.FINETUNE}/{CARRIED}/state.json"))
+    had = (state.get("workers"), state.get("batch_size"))
+    if had != (workers, batch_size):
+        raise StageError(f"{where}: the carried checkpoint was trained with finetune.num_workers={had[0]} and "
+                         f"finetune.batch_size={had[1]}, this run has {workers} and {batch_size}: use those, or "
+                         "delete the folder to start afresh")
     return art.run.path(A.FINETUNE, CARRIED)
 
 
