@@ -145,26 +145,31 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override the shop's pipeline config (e.g. data.n_items=4000): another run directory and "
                          "results file, and DNS's M is re-tuned on validation (one seed per point)")
+    ap.add_argument("--smoke", action="store_true", help="a 200-user shop, 2 epochs, seed 1, dns and one oracle; "
+                                                          "results under benchmarks/.work/smoke")
     args = ap.parse_args()
+    if args.smoke:
+        args.rows, args.seeds = "dns,oracle-lookalike-n1", "1"
+        args.set = ["data.n_users=200", "data.n_items=150", "train.optim.epochs=2"]
     names = args.rows.split(",")
     if unknown := [n for n in names if n not in ROWS]:
         raise SystemExit(f"--rows: unknown {', '.join(unknown)} (known: {', '.join(ROWS)})")
     seeds = [int(s) for s in args.seeds.split(",")]
     bench, base = load_bench(BENCH)
     tag = "-" + hashlib.sha1("\n".join(args.set).encode()).hexdigest()[:8] if args.set else ""
-    run_dir = WORK / f"positive-control{tag}"
+    run_dir = WORK / ("smoke" if args.smoke else "") / f"positive-control{tag}"
     cfg = load_config(base / bench.config, [*bench.sets, *args.set], run_dir=str(run_dir))
     run_pipeline(cfg, only="prepare")
     art = Artifacts(str(run_dir))
     data = art.cf_data()
     lat = latent(cfg.data, cfg.seed)
-    out = RESULTS / f"positive-control{tag}.json"
+    out = (WORK / "smoke" if args.smoke else RESULTS) / f"positive-control{tag}.json"
     old = json.loads(out.read_text()) if out.exists() and not args.fresh else {}
     runs = old.get("runs", {})
     info: dict[str, dict] = old.get("oracles", {})
     sweep = old.get("dns_sweep", {})
     m = 4  # the table's chosen DNS M on the shop as configured
-    if args.set:  # another shop: DNS is re-tuned on validation, as the table would
+    if args.set and not args.smoke:  # another shop: DNS is re-tuned on validation, as the table would
         for point in (4, 8, 16, 32):
             if str(point) not in sweep:
                 folder = f"pc-dns-sweep-m{point}"
@@ -174,7 +179,8 @@ def main() -> None:
                 sweep[str(point)] = res["valid"][bench.train["eval"]["metric"]]
                 console.print(f"dns sweep M {point}: valid {sweep[str(point)]:.4f}")
         m = int(max(sweep, key=sweep.get))
-    dns_train = row_train(bench, bench.rows["dns"], {"sampler.candidates": m})
+    dns_train = row_train(bench, bench.rows["dns"], {"sampler.candidates": m, **(
+        {"optim.epochs": 2, "eval.every": 1} if args.smoke else {})})
     for name in names:
         over = dns_train.model_dump(mode="json", exclude={"runs"})
         parts = None
