@@ -341,3 +341,74 @@ def test_saving_a_finished_finetune_replaces_its_carried_checkpoint(tmp_path, mo
     (tmp_path / "store" / "ds" / "results" / "big").write_bytes(b"x" * 30)
     with pytest.raises(SystemExit, match="limit 20 MB"):  # results count towards the dataset's folder
         artifacts.save("ds", str(tmp_path / "run"), "finetune")
+
+
+DRAWS = """
+dataset: drawn
+config: null
+sets: ["data.format=synthetic", "data.n_users=40", "data.n_items=30", "data.mean_interactions=8",
+       "ray.num_cpus=2", "ray.object_store_memory=100000000", "teacher.train.optim.epochs=2"]
+run_dir: {run}
+seeds: [1, 2]
+keep_results: true
+stages: [prepare, embed, teacher]
+draws: [7]
+draw_stages: [teacher]
+headline: tt
+headline_controls: []
+train:
+  model: {{name: mf, dim: 8}}
+  optim: {{lr: 0.01, batch_size: 64, epochs: 2}}
+  eval: {{metric: ndcg@20, patience: 2, ks: [10, 20]}}
+  threads: 1
+rows:
+  uniform: {{}}
+  tt: {{kind: control, needs_stages: [teacher], train: {{sampler: {{name: hnlmrec, hnlmrec: {{source: teacher}}}}}}}}
+"""
+
+
+def test_draws_share_the_split_and_redo_only_the_drawn_stages():
+    cfg = BenchConfig.model_validate({"dataset": "x", "config": None, "stages": ["prepare", "teacher"],
+                                      "draws": [2], "draw_stages": ["teacher"],
+                                      "rows": {"uniform": {}, "tt": {"needs_stages": ["teacher"]},
+                                               "text": {"needs_stages": ["embeddings"]}}})
+    from benchmarks.verdict.table import table_rows
+
+    assert table_rows(cfg) == ["uniform", "tt", "text", "tt@2"]  # only rows that read a redrawn stage
+    for bad, why in (({"draws": [2], "draw_stages": ["finetune"]}, "not in stages"),
+                     ({"draws": [2, 2], "draw_stages": ["teacher"]}, "repeats"),
+                     ({"rows": {"a@2": {}}}, "`@` marks")):
+        with pytest.raises(Exception, match=why):
+            BenchConfig.model_validate({"dataset": "x", "config": None, "stages": ["prepare", "teacher"],
+                                        "rows": {"uniform": {}}, **bad})
+
+
+@pytest.mark.slow
+def test_a_second_draw_of_the_llm_stages_is_a_row_of_its_own(tmp_path):
+    run, store, out = tmp_path / "run", tmp_path / "store", tmp_path / "out"
+    cfg = _write(tmp_path, DRAWS.format(run=run))
+    done = _verdict("--config", str(cfg), "--out", str(out), "--no-diagnostics", store=store)
+    assert done.returncode == 0, done.stderr
+    fp = lambda d, f: json.loads((d / f / "manifest.json").read_text())["fingerprint"]  # noqa: E731
+    draw = run / "draws" / "7"
+    assert fp(draw, "prepared") == fp(run, "prepared")  # the same split and inputs
+    assert fp(draw, "embeddings") == fp(run, "embeddings")
+    assert fp(draw, "teacher") != fp(run, "teacher")  # another draw of the teacher
+    mine = lambda d: (d / "teacher" / "pairs.parquet").read_bytes()  # noqa: E731
+    assert mine(draw) != mine(run)
+    res = json.loads((out / "results.json").read_text())["datasets"]["drawn"]
+    assert set(res["rows"]) == {"uniform", "tt", "tt@7"}
+    assert res["rows"]["tt@7"]["test"] != res["rows"]["tt"]["test"]
+    assert "diff_vs_best_classic" in res["rows"]["tt@7"]
+    assert "Draw 7 of the LLM stages: `tt@7` is" in res["headline"]
+    assert "2 draws" in (out / "results.md").read_text()
+    kept = {str(p.relative_to(store)) for p in store.rglob("*") if p.is_file()}
+    assert "drawn/results/draws/7/cf/v-tt-s2/per_user_test.parquet" in kept and \
+        "drawn/results/bench/rows/tt@7.json" in kept
+
+    # a fresh machine: the draw's rows come back from the kept results, nothing is retrained
+    shutil.rmtree(run)
+    again = _verdict("--config", str(cfg), "--out", str(out), "--no-diagnostics", "--report-only", store=store)
+    assert again.returncode == 0, again.stderr
+    back = json.loads((out / "results.json").read_text())["datasets"]["drawn"]
+    assert back["rows"]["tt@7"]["diff_vs_best_classic"] == res["rows"]["tt@7"]["diff_vs_best_classic"]

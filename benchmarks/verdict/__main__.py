@@ -48,8 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args.config) if args.config else SMOKE
     try:
         bench, here = load_bench(path)
-        if args.rows and (unknown := [r for r in args.rows.split(",") if r not in bench.rows]):
-            raise ConfigError(f"--rows: unknown {', '.join(unknown)} (rows of {path}: {', '.join(bench.rows)})")
+        from .table import table_rows
+
+        if args.rows and (unknown := [r for r in args.rows.split(",") if r not in table_rows(bench)]):
+            raise ConfigError(f"--rows: unknown {', '.join(unknown)} (rows of {path}: "
+                              f"{', '.join(table_rows(bench))})")
         if args.stages and (unknown := [s for s in args.stages.split(",") if s not in bench.stages]):
             raise ConfigError(f"--stages: {', '.join(unknown)} not in the config's stages ({', '.join(bench.stages)})")
     except ConfigError as exc:

@@ -14,11 +14,17 @@ from hnl_ray.cf.data import CFData
 from hnl_ray.storage import RunDir
 
 from . import artifacts, fhn, groups, stats
-from .config import BenchConfig, missing_need, row_train
+from .config import DRAW, BenchConfig, base_row, missing_need, redrawn_rows, row_train
+
+
+def cf_run(run: RunDir, rec: dict) -> RunDir:
+    """The run directory a row's CF runs are in: the table's, or a further draw's (RUN/draws/<S>)."""
+    return RunDir(run.path(rec["run_dir"])) if rec.get("run_dir") else run
 
 
 def per_user(run: RunDir, rec: dict, metrics: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Each user's test metrics averaged over the row's seeds (users present in every seed)."""
+    run = cf_run(run, rec)
     tables = [run.read_parquet(f"cf/{s['run']}/per_user_test.parquet") for s in rec["seeds"].values()]
     users = tables[0]["user_idx"].to_numpy()
     for t in tables[1:]:
@@ -36,6 +42,7 @@ def per_user(run: RunDir, rec: dict, metrics: list[str]) -> tuple[np.ndarray, di
 
 def row_groups(run: RunDir, rec: dict, data: CFData, metrics: list[str]) -> dict[str, dict]:
     k = int(metrics[0].split("@")[1])
+    run = cf_run(run, rec)
     ig, ilabels = groups.popularity_groups(data.item_counts)
     ug, ulabels = groups.activity_groups(data.user_counts)
     per_seed_items, per_seed_users = [], []
@@ -63,7 +70,8 @@ def false_negatives(bench: BenchConfig, name: str, rec: dict, run: RunDir, data:
     """Cached per row by the fingerprint of the CF run it starts from."""
     seed = bench.seeds[0]
     trained = rec["seeds"][str(seed)]["run"]
-    fp = (manifest.load(run, f"cf/{trained}") or {}).get("fingerprint")
+    where = cf_run(run, rec)
+    fp = (manifest.load(where, f"cf/{trained}") or {}).get("fingerprint")
     rel = f"bench/fhn/{name}.json"
     if run.exists(rel) and run.read_json(rel).get("fingerprint") == fp and (
             text is None or run.read_json(rel).get("text_sim_to_positive") is not None
@@ -71,13 +79,14 @@ def false_negatives(bench: BenchConfig, name: str, rec: dict, run: RunDir, data:
         return run.read_json(rel)
     from hnl_ray.cf.trainer import BEST
 
-    if not run.exists(f"cf/{trained}", BEST):  # results kept without weights, the diagnostic never ran
+    if not where.exists(f"cf/{trained}", BEST):  # results kept without weights, the diagnostic never ran
         raise RuntimeError(f"row {name}: the false-hard-negative diagnostic needs cf/{trained}/{BEST}, which was "
-                           f"not kept; delete cf/{trained}/manifest.json in {run.uri} to retrain that seed, or run "
-                           "with --no-diagnostics")
-    tcfg = row_train(bench, bench.rows[name], rec["setting"]).model_copy(update={"seed": seed})
+                           f"not kept; delete cf/{trained}/manifest.json in {where.uri} to retrain that seed, or "
+                           "run with --no-diagnostics")
+    tcfg = row_train(bench, bench.rows[base_row(name)], rec["setting"]).model_copy(update={"seed": seed})
     res = {"fingerprint": fp, "from_run": trained,
-           **fhn.diagnose(tcfg, run, data, trained, seed, text, epoch=rec["seeds"][str(seed)]["best_epoch"] or 1)}
+           **fhn.diagnose(tcfg, where, data, trained, seed, text,
+                          epoch=rec["seeds"][str(seed)]["best_epoch"] or 1)}
     run.write_json(rel, res)
     artifacts.keep_results(bench, run, [name])
     return res
@@ -106,6 +115,8 @@ def analyse(bench: BenchConfig, run: RunDir, records: dict[str, dict], text: np.
     data = Artifacts(run).cf_data() if done else None  # a table that has not started may have no prepared data
     not_run = {n: r.get("status", "not run yet") for n, r in records.items() if n not in done}
     not_run.update({n: unfinished(bench, run, n) for n in bench.rows if n not in records})
+    not_run.update({f"{n}{DRAW}{d}": f"not run yet (draw {d} of the LLM stages)" for d in bench.draws
+                    for n in redrawn_rows(bench) if f"{n}{DRAW}{d}" not in records})
     rows: dict[str, dict] = {}
     users: dict[str, tuple] = {}
     for name, rec in done.items():
@@ -141,7 +152,21 @@ def analyse(bench: BenchConfig, run: RunDir, records: dict[str, dict], text: np.
 
 
 def headline(bench: BenchConfig, rows: dict, users: dict, best: str | None) -> str:
-    h = bench.headline
+    """The answer on the first draw, then the same question on every further draw of the LLM stages."""
+    text = draw_headline(bench, rows, users, best, None)
+    for d in bench.draws:
+        if f"{bench.headline}{DRAW}{d}" in rows:
+            text += f" Draw {d} of the LLM stages: " + draw_headline(bench, rows, users, best, d)
+    return text
+
+
+def draw_headline(bench: BenchConfig, rows: dict, users: dict, best: str | None, draw: int | None) -> str:
+    redrawn = set(redrawn_rows(bench))
+
+    def on(name: str) -> str:  # the row of this draw (rows that read no redrawn stage are shared by all draws)
+        return f"{name}{DRAW}{draw}" if draw is not None and name in redrawn else name
+
+    h = on(bench.headline)
     if h not in rows:
         return (f"Not answered: the `{h}` row has not run on this table"
                 + (f" (best tuned classic sampler so far: {best})." if best else "."))
@@ -149,7 +174,7 @@ def headline(bench: BenchConfig, rows: dict, users: dict, best: str | None) -> s
     parts = [f"`{h}` is {stats.verdict(d)} the best tuned classic sampler ({best}) on test NDCG@20 "
              f"({d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}])" if d else f"`{h}` is the best classic"]
     b = bench.bootstrap
-    for c in bench.headline_controls:
+    for c in map(on, bench.headline_controls):
         if c not in rows:
             parts.append(f"its `{c}` control has not run")
             continue

@@ -98,14 +98,17 @@ RUN_RESULTS = ("per_user_test.parquet", "ranks_test.parquet")
 
 
 def _result_files(run: RunDir, rows: list[str], seeds: list[int]) -> list[str]:
+    from .config import base_row, draw_folder
+
     out = []
     for name in rows:
         out += [p for p in (f"bench/rows/{name}.json", f"bench/sweeps/{name}/sweep.json", f"bench/fhn/{name}.json")
                 if run.exists(p)]
-        for folder in (f"v-{name}-s{seed}" for seed in seeds):
-            if run.exists("cf", folder, "manifest.json") and all(
-                    run.exists("cf", folder, f) for f in ("metrics.json", *RUN_RESULTS)):
-                out += [f"cf/{folder}/{f}" for f in ("manifest.json", "metrics.json", *RUN_RESULTS)]
+        cf = "/".join(p for p in (draw_folder(name), "cf") if p)  # a further draw's runs: draws/<S>/cf
+        for folder in (f"v-{base_row(name)}-s{seed}" for seed in seeds):
+            if run.exists(cf, folder, "manifest.json") and all(
+                    run.exists(cf, folder, f) for f in ("metrics.json", *RUN_RESULTS)):
+                out += [f"{cf}/{folder}/{f}" for f in ("manifest.json", "metrics.json", *RUN_RESULTS)]
     return out
 
 

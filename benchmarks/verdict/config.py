@@ -105,6 +105,14 @@ class BenchConfig(Section):
     sweep: SweepSettings = Field(default_factory=SweepSettings)
     bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
     diagnostics: DiagnosticSettings = Field(default_factory=DiagnosticSettings)
+    draws: list[int] = Field(
+        default_factory=list, description="Further draws of the LLM stages: for each S, `draw_stages` run again "
+        "with the pipeline's `llm_seed: S` in RUN/draws/S (the other stages' outputs copied from the table's run), "
+        "and every row that reads their outputs runs again, at the setting chosen on the first draw, over the "
+        "same CF seeds: rows `<row>@S` of the table.")
+    draw_stages: list[str] = Field(["teacher", "finetune", "hardneg"], description="The stages a draw redoes.")
+    draw_sets: list[str] = Field(default_factory=list, description="`--set` overrides for the draws only (e.g. "
+                                                                   "hardneg.base_control=false).")
     headline: str = Field("hnlmrec", description="The row the headline asks about.")
     headline_controls: list[str] = Field(["random", "teacher"], description="Controls the headline row must "
                                                                             "beat too.")
@@ -131,6 +139,12 @@ class BenchConfig(Section):
             raise ValueError(f"train.checkpoint_every ({ck}) must divide train.eval.every ({ev}) for the sweeps")
         if not any(r.kind == "classic" for r in self.rows.values()):
             raise ValueError("rows: at least one `classic` row (the reference of every interval)")
+        if bad := [n for n in self.rows if "@" in n]:
+            raise ValueError(f"rows: {', '.join(bad)}: `@` marks a row's other draws (hnlmrec@2)")
+        if self.draws and (bad := [s for s in self.draw_stages if s not in self.stages]):
+            raise ValueError(f"draw_stages: {', '.join(bad)} not in stages ({', '.join(self.stages)})")
+        if len(set(self.draws)) != len(self.draws):
+            raise ValueError(f"draws: {self.draws} repeats a seed")
         if self.metric not in self.report_metrics:
             raise ValueError(f"metric {self.metric} must be one of report_metrics")
         return self
@@ -169,6 +183,27 @@ def missing_need(need: str) -> str | None:
         if allowed is not None and value not in allowed:
             return f"train.{key}={value} is not implemented (known: {', '.join(allowed)})"
     return None
+
+
+DRAW = "@"  # `<row>@<S>`: the row on draw S of the LLM stages
+
+
+def base_row(name: str) -> str:
+    """The bench row of a table row (`hnlmrec@2` -> `hnlmrec`)."""
+    return name.split(DRAW, 1)[0]
+
+
+def draw_folder(name: str) -> str:
+    """The run directory, relative to the table's, that a table row's CF runs and stage outputs are in."""
+    return f"draws/{name.split(DRAW, 1)[1]}" if DRAW in name else ""
+
+
+def redrawn_rows(bench: BenchConfig) -> list[str]:
+    """Rows that read an output of a redrawn stage (they run again on every draw)."""
+    from hnl_ray.stages import get
+
+    folders = {f for s in bench.draw_stages for f in get(s).writes}
+    return [n for n, r in bench.rows.items() if folders & set(r.needs_stages)]
 
 
 def row_train(bench: BenchConfig, row: RowConfig, params: dict[str, Any] | None = None) -> TrainConfig:

@@ -49,6 +49,16 @@ def _setting(s: dict) -> str:
     return ", ".join(f"{k.split('.')[-1]} {v}" for k, v in s.items()) or "—"
 
 
+def _draws(bench: BenchConfig) -> str:
+    if not bench.draws:
+        return ("LLM stages: one draw on this table (a second draw of the semantic rows' LLM stages does not fit "
+                "the CPU time of this machine).")
+    return (f"LLM stages: {1 + len(bench.draws)} draws. Rows `<row>@S` ran the stages "
+            f"{', '.join(bench.draw_stages)} again with `llm_seed: S` on the same split and inputs, at the setting "
+            "their first-draw row chose on validation, over the same CF seeds; rows without `@` are the first draw "
+            "(the pipeline's seed).")
+
+
 def markdown(bench: BenchConfig, res: dict, command: str, progress: dict, plot_name: str | None) -> str:
     m, r2 = bench.metric, [x for x in bench.report_metrics if x != bench.metric][:1]
     other = r2[0] if r2 else None
@@ -61,8 +71,7 @@ def markdown(bench: BenchConfig, res: dict, command: str, progress: dict, plot_n
            f"bootstrap ({bench.bootstrap.resamples:,} resamples, {int(bench.bootstrap.level * 100)} %) of the "
            f"difference from the best tuned classic sampler, chosen on validation: **{best or 'none yet'}**.", "",
            f"**Headline:** {res['headline']}", "",
-           "LLM stages: one draw per table (a second draw of the semantic rows' LLM stages does not fit the CPU "
-           "time of this machine)." if any(r.kind == "semantic" for r in bench.rows.values()) else "", "",
+           _draws(bench) if bench.draws or any(r.kind == "semantic" for r in bench.rows.values()) else "", "",
            f"Progress: {progress['rows_done']} of {progress['rows_total']} rows finished "
            f"({progress['as_of']}).", ""]
     head = ["row", "kind", "chosen setting", "seeds", f"valid {m}", f"test {m}"] + (

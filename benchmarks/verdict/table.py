@@ -23,7 +23,7 @@ from hnl_ray.storage import RunDir
 
 from .._common import commit
 from . import artifacts
-from .config import BenchConfig, RowConfig, missing_need, row_train
+from .config import DRAW, BenchConfig, RowConfig, missing_need, redrawn_rows, row_train
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,7 +113,8 @@ def kept_records(bench: BenchConfig, here: Path, run_dir: str, say: Callable[[st
     run = RunDir(run_dir)
     if kept := artifacts.seed_results(bench.dataset, run):
         say(f"seeded {kept} files of finished rows from benchmarks/artifacts/{bench.dataset}/results")
-    records = {n: run.read_json(f"bench/rows/{n}.json") for n in bench.rows if run.exists("bench/rows", f"{n}.json")}
+    records = {n: run.read_json(f"bench/rows/{n}.json") for n in table_rows(bench)
+               if run.exists("bench/rows", f"{n}.json")}
     if records:
         run_pipeline(pipeline_config(bench, here, run_dir), run, only="prepare")  # skipped when prepared
     return records
@@ -186,7 +187,98 @@ def run_rows(bench: BenchConfig, here: Path, run_dir: str, only: list[str] | Non
                 text = item_text_vectors(cfg, run, bench.diagnostics.text_model)
             false_negatives(bench, name, rec, run, data, text)  # cached: skipped when done
         artifacts.keep_results(bench, run, [name])
+    for draw in bench.draws:
+        records.update(run_draw(bench, here, run_dir, draw, records, commit, only, say, diagnostics,
+                                stages if stages is not None else bench.stages))
     return records
+
+
+def table_rows(bench: BenchConfig) -> list[str]:
+    """The bench rows, then each further draw's rows (`hnlmrec@2`)."""
+    return list(bench.rows) + [f"{n}{DRAW}{d}" for d in bench.draws for n in redrawn_rows(bench)]
+
+
+def draw_config(bench: BenchConfig, here: Path, run_dir: str, draw: int) -> Config:
+    cfg = load_config(here / bench.config if bench.config else None,
+                      [*bench.sets, *bench.draw_sets, f"llm_seed={draw}"], run_dir=f"{run_dir}/draws/{draw}")
+    cfg.train = TrainConfig.model_validate(bench.train)
+    return cfg
+
+
+def run_draw(bench: BenchConfig, here: Path, run_dir: str, draw: int, records: dict[str, dict], commit: str,
+             only: list[str] | None, say: Callable[[str], None], diagnostics: bool, stages: list[str]
+             ) -> dict[str, dict]:
+    """Draw `draw` of the LLM stages in RUN/draws/<draw>: the stages outside `draw_stages` are copied from the
+    table's run (same fingerprints: skipped), `draw_stages` run with llm_seed = draw, then each row that reads
+    them trains at the setting its first-draw row chose (one validation choice per row: the draws measure the
+    stages' spread, not a second tuning), over the same CF seeds, into rows `<row>@<draw>`."""
+    import shutil
+
+    from hnl_ray.artifacts import Artifacts
+    from hnl_ray.pipeline import run_pipeline
+    from hnl_ray.stages import get
+    from hnl_ray.stages.train import train_one
+
+    run, cfg = RunDir(run_dir), draw_config(bench, here, run_dir, draw)
+    if cfg.draw_seed == pipeline_config(bench, here, run_dir).draw_seed:
+        raise ValueError(f"draws: {draw} is the first draw's own seed (the pipeline's seed)")
+    if not run.is_local:
+        raise ValueError(f"draws need a local run directory ({run.uri})")
+    drun = RunDir(cfg.run_dir)
+    todo = [n for n in redrawn_rows(bench) if not only or n in only or f"{n}{DRAW}{draw}" in only]
+    out: dict[str, dict] = {}
+    for name in redrawn_rows(bench):
+        rel = f"bench/rows/{name}{DRAW}{draw}.json"
+        if name not in todo and run.exists(rel):
+            out[f"{name}{DRAW}{draw}"] = run.read_json(rel)
+    if not todo:
+        return out
+    shared = [f for s in stages if s not in bench.draw_stages for f in get(s).writes]
+    for folder in shared:  # the draw's inputs are the first draw's, byte for byte
+        if run.exists(folder, "manifest.json") and not drun.exists(folder, "manifest.json"):
+            shutil.copytree(run.path(folder), drun.path(folder), dirs_exist_ok=True)
+    for stage in stages:
+        run_pipeline(cfg, drun, only=stage)
+    data = Artifacts(drun).cf_data()
+    text = None
+    for name in todo:
+        row, tname = bench.rows[name], f"{name}{DRAW}{draw}"
+        first = records.get(name) or {}
+        status = row_status(bench, row, drun)
+        if status is None and first.get("status") != "run":
+            status = "not run (its first-draw row has not finished: its setting is chosen there)"
+        if status is not None:
+            say(f"{tname}: {status}")
+            out[tname] = {"row": tname, "kind": row.kind, "status": status, "note": row.note}
+            continue
+        tcfg = row_train(bench, row, first["setting"])
+        rec = {"row": tname, "kind": row.kind, "status": "run", "draw": draw, "run_dir": f"draws/{draw}",
+               "note": f"draw {draw} of the LLM stages ({', '.join(bench.draw_stages)}; llm_seed {draw}) at "
+                       f"{name}'s chosen setting", "commit": commit, "setting": first["setting"], "sweep": None,
+               "config": tcfg.model_dump(mode="json"), "seeds": {}}
+        for seed in bench.seeds:
+            res = train_one(cfg, drun, f"v-{name}-s{seed}", data=data, progress=False,
+                            tcfg=tcfg.model_copy(update={"seed": seed}), results_kept=artifacts.RUN_RESULTS)
+            artifacts.keep_results(bench, run, [tname])
+            rec["seeds"][str(seed)] = {"run": f"v-{name}-s{seed}", "best_epoch": res["best_epoch"],
+                                       "valid": res["valid"], "test": res["test"],
+                                       "skipped": bool(res.get("skipped"))}
+            say(f"{tname} seed {seed}: valid {bench.metric} {res['valid'][bench.metric]:.4f}"
+                + (" (up to date)" if res.get("skipped") else ""))
+        prev = run.read_json(f"bench/rows/{tname}.json") if run.exists("bench/rows", f"{tname}.json") else {}
+        if prev.get("config") == rec["config"] and all(s["skipped"] for s in rec["seeds"].values()):
+            rec["commit"] = prev.get("commit", commit)
+        rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        run.write_json(f"bench/rows/{tname}.json", rec)
+        out[tname] = rec
+        if diagnostics and bench.diagnostics.false_negatives:
+            from .analysis import false_negatives
+
+            if text is None:
+                text = item_text_vectors(cfg, run, bench.diagnostics.text_model)
+            false_negatives(bench, tname, rec, run, data, text)
+        artifacts.keep_results(bench, run, [tname])
+    return out
 
 
 def item_text_vectors(cfg: Config, run: RunDir, model: str | None) -> np.ndarray | None:

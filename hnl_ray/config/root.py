@@ -36,6 +36,10 @@ class Config(Section):
     run_dir: str = Field("runs/{name}", description="Where artifacts go: a local path or a pyarrow filesystem URI "
                                                     "(s3://, gs://). `{name}` is replaced by `name`.")
     seed: int = Field(2025, description="Global seed (splits, samplers, generation).")
+    llm_seed: int | None = Field(
+        None, description="Seed of the model-driven stages alone (profiles, negatives, teacher, finetune, "
+        "hardneg): another value is another draw of them on the same split (the benchmarks' second draw). "
+        "Null: `seed`.")
     ray: RayConfig = Field(default_factory=RayConfig, description="How to reach Ray.")
     data: DataSource = Field(default_factory=SyntheticSource, description="Source dataset; `format` picks the "
                                                                           "reader.")
@@ -55,6 +59,12 @@ class Config(Section):
                                                                              "inference.")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="What `hnl-ray run` runs.")
     tune: TuneConfig = Field(default_factory=TuneConfig, description="Ray Tune sweeps (`hnl-ray tune`).")
+
+    @property
+    def draw_seed(self) -> int:
+        """The seed the model-driven stages use (`llm_seed`, else `seed`): their fingerprints are unchanged when
+        it is unset."""
+        return self.seed if self.llm_seed is None else self.llm_seed
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Config":

@@ -247,7 +247,7 @@ def run(ctx: Context) -> dict:
     base_path = resolve_finetune_model(cfg.finetune, cfg.llm.model_cache)
     part = {"finetune": cfg.finetune.model_dump(mode="json", exclude={"num_workers", "cpus_per_worker", "threads",
                                                                        "checkpoint_every", "max_failures"}),
-            "base_path": base_path, "seed": cfg.seed}
+            "base_path": base_path, "seed": cfg.draw_seed}
     inputs = {"teacher": teacher_m["fingerprint"], "user_profiles": users_m["fingerprint"]}
 
     def work(fp: str) -> Output:
@@ -261,7 +261,7 @@ def run(ctx: Context) -> dict:
                              + (f", accelerator_type={ft.accelerator_type}" if ft.accelerator_type else "") + ")")
         table = supervision(cfg, art)
         n_valid = int(round(table.num_rows * cfg.finetune.valid_share))
-        order = np.random.default_rng(cfg.seed).permutation(table.num_rows)
+        order = np.random.default_rng(cfg.draw_seed).permutation(table.num_rows)
         valid, train = table.take(pa.array(order[:n_valid])), table.take(pa.array(order[n_valid:]))
         # Ray Train's storage: the run name is the fingerprint, so a re-submitted job with the same config resumes
         # the same run, and a changed config starts a new one. It lives on the run directory's own filesystem.
@@ -273,7 +273,8 @@ def run(ctx: Context) -> dict:
         random_items = [item_text(t, iprof.get(i)) for i, t in zip(items["item_idx"].to_pylist(),
                                                                   items["title"].to_pylist())]
         carried = carried_checkpoint(art, fp, cfg.finetune.num_workers, cfg.finetune.batch_size)
-        loop_config = {"finetune": cfg.finetune.model_dump(mode="json"), "base_path": base_path, "seed": cfg.seed,
+        loop_config = {"finetune": cfg.finetune.model_dump(mode="json"), "base_path": base_path,
+                       "seed": cfg.draw_seed,
                        "cf_tokens": cfg.finetune.cf_tokens, "artifacts": art if cfg.finetune.cf_tokens else None,
                        "random_items": random_items if cfg.finetune.random_negatives else None,
                        "carried": carried, "carried_fs": None if art.run.is_local else art.run.fs}

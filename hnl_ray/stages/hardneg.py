@@ -100,7 +100,7 @@ def queries(cfg: Config, art: Artifacts) -> pa.Table:
 
     data = art.prepared()
     u, i = sample_pairs(data["train"]["user_idx"].to_numpy(), data["train"]["item_idx"].to_numpy(),
-                        cfg.hardneg.pairs_per_user, cfg.seed)
+                        cfg.hardneg.pairs_per_user, cfg.draw_seed)
     _, first = np.unique(u.astype(np.int64) * (int(i.max(initial=0)) + 1) + i, return_index=True)
     first.sort()
     u, i = u[first], i[first]
@@ -162,7 +162,7 @@ def run(ctx: Context) -> dict:
         raise ConfigValueError(f"hardneg.neighbours: {cfg.hardneg.neighbours} nearest items asked for, but the "
                                f"catalogue has {n_items} items")
     h = cfg.hardneg.model_dump(mode="json", include={"pairs_per_user", "neighbours"})
-    out = encode_folder(ctx, A.HARDNEG, base_path, tuned=True, part={"hardneg": h, "seed": cfg.seed},
+    out = encode_folder(ctx, A.HARDNEG, base_path, tuned=True, part={"hardneg": h, "seed": cfg.draw_seed},
                         inputs={"finetune": ft["fingerprint"], "prepared": art.fingerprint(A.PREPARED)})
     if cfg.hardneg.base_control:
         # the model before fine-tuning, seeing what fine-tuning saw (format, pooling, profiles), not what it learnt
@@ -171,7 +171,7 @@ def run(ctx: Context) -> dict:
                                                                 "max_passage_tokens", "cf_tokens"})
         out = {**out, "base_control": encode_folder(
             ctx, A.HARDNEG_BASE, base_path, tuned=False,
-            part={"hardneg": h, "seed": cfg.seed, "finetune": ident, "base_path": base_path},
+            part={"hardneg": h, "seed": cfg.draw_seed, "finetune": ident, "base_path": base_path},
             inputs={"prepared": art.fingerprint(A.PREPARED), "user_profiles": art.fingerprint(A.USER_PROFILES),
                     "item_profiles": art.fingerprint(A.ITEM_PROFILES)})}
     return out

@@ -39,7 +39,7 @@ def sample_pairs(users: np.ndarray, items: np.ndarray, per_user: int | None, see
 def pair_prompts(cfg: Config, train: pa.Table, items: pa.Table, user_profiles: dict[int, str],
                  item_profiles: dict[int, str], template: prompts.Template) -> tuple[pa.Table, dict]:
     u, i = sample_pairs(train["user_idx"].to_numpy(), train["item_idx"].to_numpy(), cfg.negatives.pairs_per_user,
-                        cfg.seed)
+                        cfg.draw_seed)
     titles = dict(zip(items["item_idx"].to_pylist(), items["title"].to_pylist()))
     rows, no_profile = [], 0
     for user, item in zip(u.tolist(), i.tolist()):
@@ -68,5 +68,5 @@ def run(ctx: Context) -> dict:
     inputs = {"prepared": prep["fingerprint"], "item_profiles": items_m["fingerprint"],
               "user_profiles": users_m["fingerprint"]}
     part = {"negatives": cfg.negatives.model_dump(mode="json", include={"per_pair", "pairs_per_user"}),
-            "seed": cfg.seed}
+            "seed": cfg.draw_seed}
     return generation_stage(ctx, A.NEGATIVES, table, template, ("user_idx", "item_idx", "k"), extra, inputs, part)

@@ -122,7 +122,8 @@ def generation_stage(ctx: Context, folder: str, table: pa.Table, template: promp
     """Run (or skip, or resume) one generation folder and write its manifest."""
     cfg, art = ctx.cfg, ctx.art
     engine = build_engine(cfg.llm)
-    part = {"llm": llm_identity(cfg), "template": template.digest, **part}
+    part = {"llm": llm_identity(cfg), "template": template.digest, **part,
+            **({"llm_seed": cfg.llm_seed} if cfg.llm_seed is not None else {})}  # another draw: another fingerprint
 
     def work(fp: str) -> Output:
         if table.num_rows == 0:
@@ -132,7 +133,8 @@ def generation_stage(ctx: Context, folder: str, table: pa.Table, template: promp
         with timings("generate"):
             # Similar lengths batch together: less padding, faster generation.
             order = pc.sort_indices(pc.utf8_length(table["user"]))
-            counts = run_generation(ctx.run, folder, table.take(order), engine, cfg.llm, cfg.seed, key_columns=keys)
+            counts = run_generation(ctx.run, folder, table.take(order), engine, cfg.llm, cfg.draw_seed,
+                                    key_columns=keys)
         status = art.status_counts(folder)
         return Output(counts={"rows": sum(status.values()), "status": status, "this_run": counts.as_dict(),
                               **extra_counts}, timings=timings,

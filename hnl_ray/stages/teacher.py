@@ -37,7 +37,10 @@ RUN = "teacher"  # the teacher's CF run: <run-dir>/cf/teacher/
 
 def teacher_train_config(cfg: Config) -> TrainConfig:
     base = cfg.train.model_dump(exclude={"runs"})
-    return TrainConfig.model_validate(deep_merge(base, cfg.teacher.train))
+    tcfg = TrainConfig.model_validate(deep_merge(base, cfg.teacher.train))
+    if cfg.llm_seed is not None and tcfg.seed is None:  # another draw of the stages: another teacher too
+        tcfg = tcfg.model_copy(update={"seed": cfg.llm_seed})
+    return tcfg
 
 
 def run(ctx: Context) -> dict:
@@ -47,7 +50,7 @@ def run(ctx: Context) -> dict:
     tcfg = teacher_train_config(cfg)
     result = train_one(cfg, art, RUN, force=ctx.force, progress=ctx.progress, tcfg=tcfg)
     inputs = {"teacher_cf": art.fingerprint(art.cf_folder(RUN)), "embeddings": items_fingerprint(emb_m)}
-    part = {"teacher": cfg.teacher.model_dump(mode="json", exclude={"train"}), "seed": cfg.seed}
+    part = {"teacher": cfg.teacher.model_dump(mode="json", exclude={"train"}), "seed": cfg.draw_seed}
 
     def work(fp: str) -> Output:
         timings = manifest.Timings()
@@ -59,7 +62,7 @@ def run(ctx: Context) -> dict:
         if text.shape[0] != data.n_items:
             raise StageError(f"{art.items_uri(A.EMBEDDINGS)} has {text.shape[0]} items, the prepared "
                              f"data {data.n_items}: re-run `hnl-ray embed`")
-        users, items = sample_pairs(*data.train, cfg.teacher.pairs_per_user, cfg.seed)
+        users, items = sample_pairs(*data.train, cfg.teacher.pairs_per_user, cfg.draw_seed)
         tc = cfg.teacher
         with timings("mine"):
             m = mine_targets(users, items, emb.users, emb.items, data.train_csr, tc.targets, tc.rho, tc.gamma,
