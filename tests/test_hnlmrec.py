@@ -432,3 +432,44 @@ def test_a_carried_checkpoint_of_another_config_or_other_workers_is_not_loaded(t
     assert carried_checkpoint(Artifacts(run), "other", 1, 32) == run.path("finetune", "carried")
     with pytest.raises(StageError, match=r"finetune.num_workers=1 and finetune.batch_size=32, this run has 2 and 32"):
         carried_checkpoint(Artifacts(run), "other", 2, 32)
+
+
+def test_bf16_precision_computes_in_bf16_on_cpu_and_keeps_fp32_outputs(tiny_sentence):
+    from hnl_ray.config import load_config
+    from hnl_ray.stages.finetune import config_part
+
+    seen = []
+    out = {}
+    for precision in ("auto", "fp32", "bf16"):
+        cfg = FinetuneConfig(encoder="sentence", precision=precision, max_query_tokens=32)
+        torch.manual_seed(0)
+        enc = LLMEncoder(tiny_sentence, cfg).eval()
+        lin = next(m for m in enc.model.modules() if isinstance(m, torch.nn.Linear))
+        h = lin.register_forward_hook(lambda m, i, o: seen.append((precision, o.dtype)))
+        with torch.no_grad(), enc.autocast(torch.device("cpu")):
+            out[precision] = enc.encode_queries(["a wooden puzzle for kids", "a board game"])
+        h.remove()
+    assert dict(seen) == {"auto": torch.float32, "fp32": torch.float32, "bf16": torch.bfloat16}  # auto: CPU fp32
+    assert all(v.dtype == torch.float32 for v in out.values())  # pooled vectors stay fp32
+    assert torch.equal(out["auto"], out["fp32"])
+    cos = torch.nn.functional.cosine_similarity(out["bf16"], out["fp32"], dim=1)
+    assert (cos > 0.99).all() and not torch.equal(out["bf16"], out["fp32"])
+    # `auto` leaves the fine-tuning's fingerprint as it was before the key existed; bf16 is another model
+    parts = {p: config_part(load_config(None, [f"finetune.precision={p}"]), "m")["finetune"] for p in ("auto", "bf16")}
+    assert "precision" not in parts["auto"] and parts["bf16"]["precision"] == "bf16"
+
+
+@pytest.mark.slow
+def test_a_bf16_fine_tuning_and_its_inference_agree(ray_session, tiny_sentence, tmp_path):
+    cfg = load_config("configs/demo.yaml", [
+        "data.n_users=40", "data.n_items=30", f"finetune.base_model={tiny_sentence}", "finetune.encoder=sentence",
+        "finetune.precision=bf16", "finetune.num_workers=1", "finetune.batch_size=8", "finetune.max_steps=6",
+        "finetune.max_query_tokens=48", "finetune.lr=0.001", "hardneg.pairs_per_user=2", "hardneg.batch_size=16"],
+        run_dir=str(tmp_path))
+    run_stage("prepare", cfg)
+    run = RunDir(str(tmp_path))
+    _fake_profiles_and_teacher(cfg, run)
+    metrics = run_stage("finetune", cfg, run)
+    assert metrics["steps"] == 6
+    res = run_stage("hardneg", cfg, run)  # merged adapter in bf16 against the training-time forward in bf16
+    assert res["pairs"] > 0 and res["check_min_cosine"] >= 0.999

@@ -277,6 +277,19 @@ def test_finetune_rungs_benchmark_smoke(tmp_path):
     assert res["rungs"]["encoder"]["pooling"] == "mean" and res["rungs"]["llm"]["pooling"] == "last"
 
 
+def test_finetune_rungs_benchmark_compares_precisions(tmp_path):
+    from benchmarks.finetune_rungs import main
+
+    out = tmp_path / "precision.json"
+    res = main(["--smoke", "--rounds", "2", "--steps", "1", "--batch", "4", "--k", "2", "--rungs", "encoder",
+                "--precisions", "fp32,bf16", "--out", str(out)])
+    assert [r["order"] for r in res["rounds"]] == [["encoder/fp32", "encoder/bf16"],
+                                                  ["encoder/bf16", "encoder/fp32"]]
+    assert res["rungs"]["encoder/bf16"]["precision"] == "bf16" and res["median_speedup_bf16"]["encoder"] > 0
+    one = res["bf16_vs_fp32_one_step"]["encoder"]
+    assert 0.9 < one["grad_cosine"] < 1.0 and one["loss_rel_diff"] < 0.05  # close, but bf16 was really used
+
+
 def test_text_user_profiles_are_the_users_recent_training_titles(tmp_path):
     from hnl_ray.artifacts import Artifacts
     from hnl_ray.config import load_config

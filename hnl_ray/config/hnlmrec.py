@@ -76,6 +76,11 @@ class FinetuneConfig(Section):
         "dropout; LoRA's own is lora.dropout). null keeps the model's config: 0.1 in BERT-style sentence "
         "encoders, 0 in most LLMs. 0 on the encoder rung makes it train like the LLM rungs and about twice as "
         "fast on CPU (dropout's random masks cost as much as the matmuls there).")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="Compute precision of fine-tuning and of the hard-negative inference with its model: "
+        "`bf16` autocast (fp32 master weights, adapter and optimiser state), or `fp32`. `auto`: bf16 on GPU, fp32 "
+        "on CPU. On a CPU with AVX512-BF16 or AMX, bf16 trains the encoder rung ~1.8x faster "
+        "(benchmarks/finetune_rungs.py --precision).")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: a "
                                                             "fraction of the activation memory for ~30% more compute.")
     lr: float = Field(2e-4, gt=0, description="AdamW learning rate.")

@@ -105,6 +105,11 @@ class LLMEncoder(nn.Module):
         self.proj = nn.Linear(cf_dim, hidden) if (cfg.cf_tokens and cf_dim) else None
         self.dim = hidden
 
+    def autocast(self, device: torch.device):
+        """The compute precision of `finetune.precision` on `device` (the same at training and inference)."""
+        bf16 = self.cfg.precision == "bf16" or (self.cfg.precision == "auto" and device.type == "cuda")
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
     # -- text -> token ids ---------------------------------------------------------------------------------
     def format_query(self, text: str) -> str:
         if self.cfg.use_chat_template:

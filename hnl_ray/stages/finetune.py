@@ -144,7 +144,7 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
         step, epoch, start_batch, history = state["step"], state["epoch"], state["batch"], state["history"]
         history.append({"event": "resumed", "step": step})
         print(f"[finetune] rank {rank}: resumed from the checkpoint at step {step}", flush=True)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_gpu else torch.autocast("cpu", enabled=False)
+    autocast = inner.autocast(torch.device("cuda") if use_gpu else torch.device("cpu"))
     extra = config.get("random_items") or []
 
     def seed_batch(ep: int, b: int) -> np.random.Generator:
@@ -235,6 +235,15 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
         dist.barrier()
 
 
+def config_part(cfg, base_path: str) -> dict:
+    """What the fine-tuning's fingerprint covers: not the keys that only place or pace the work."""
+    # precision `auto` is what every run did before the key existed: fingerprints (and stored adapters) stay valid
+    keep_out = {"num_workers", "cpus_per_worker", "threads", "checkpoint_every", "max_failures"} | (
+        {"precision"} if cfg.finetune.precision == "auto" else set())
+    return {"finetune": cfg.finetune.model_dump(mode="json", exclude=keep_out), "base_path": base_path,
+            "seed": cfg.draw_seed}
+
+
 def run(ctx: Context) -> dict:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from safetensors.torch import load_file
@@ -245,9 +254,7 @@ def run(ctx: Context) -> dict:
     teacher_m = art.need(A.TEACHER, "teacher pairs")
     users_m = art.need(A.USER_PROFILES, "user profiles")
     base_path = resolve_finetune_model(cfg.finetune, cfg.llm.model_cache)
-    part = {"finetune": cfg.finetune.model_dump(mode="json", exclude={"num_workers", "cpus_per_worker", "threads",
-                                                                       "checkpoint_every", "max_failures"}),
-            "base_path": base_path, "seed": cfg.draw_seed}
+    part = config_part(cfg, base_path)
     inputs = {"teacher": teacher_m["fingerprint"], "user_profiles": users_m["fingerprint"]}
 
     def work(fp: str) -> Output:

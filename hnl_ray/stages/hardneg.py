@@ -75,7 +75,7 @@ class HardnegEmbedder:
         from ..cf.neighbours import pair_neighbours
 
         if "passage" in batch:
-            with self.torch.no_grad():
+            with self.torch.no_grad(), self.enc.autocast(self.device):
                 v = self.enc.encode_items([str(x) for x in batch["passage"]])
             return {"item_idx": batch["item_idx"], "vector": v.cpu().numpy().astype(np.float32)}
         cf = None
@@ -83,7 +83,7 @@ class HardnegEmbedder:
             u = self.torch.as_tensor(batch["user_idx"].astype(np.int64))
             i = self.torch.as_tensor(batch["item_idx"].astype(np.int64))
             cf = self.torch.stack([self.cf[0][u], self.cf[1][i]], 1)
-        with self.torch.no_grad():
+        with self.torch.no_grad(), self.enc.autocast(self.device):
             v = self.enc.encode_queries([str(q) for q in batch["query"]], cf).cpu().numpy()
         out = {"id": batch["id"], "user_idx": batch["user_idx"], "item_idx": batch["item_idx"],
                "vector": v.astype(np.float16)}
@@ -125,8 +125,8 @@ def passages(art: Artifacts) -> pa.Table:
 
 def consistency(cfg: Config, base_path: str, art: Artifacts, rows: pa.Table, items: pa.Table | None = None,
                 tuned: bool = True) -> float:
-    """Lowest cosine between stored inference vectors and the training-time forward (unmerged adapter,
-    float32) for the same queries and, with `items` (passage, vector), the same item passages."""
+    """Lowest cosine between stored inference vectors and the training-time forward (unmerged adapter, on CPU
+    in finetune.precision) for the same queries and, with `items` (passage, vector), the same item passages."""
     import torch
 
     from ..llm.encoder import LLMEncoder
@@ -139,7 +139,7 @@ def consistency(cfg: Config, base_path: str, art: Artifacts, rows: pa.Table, ite
         enc.load_trainable(art.adapter())
     enc.train(False)
     cos = []
-    with torch.no_grad():
+    with torch.no_grad(), enc.autocast(torch.device("cpu")):  # the precision it was trained in
         if rows.num_rows:
             ref = enc.encode_queries(rows["query"].to_pylist(), cf)
             got = torch.from_numpy(vectors(rows["vector"]).astype(np.float32))
