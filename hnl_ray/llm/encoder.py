@@ -105,10 +105,13 @@ class LLMEncoder(nn.Module):
         self.proj = nn.Linear(cf_dim, hidden) if (cfg.cf_tokens and cf_dim) else None
         self.dim = hidden
 
+    def bf16(self, device: torch.device) -> bool:
+        """Whether `finetune.precision` computes in bf16 on `device` (`auto`: on GPU only)."""
+        return self.cfg.precision == "bf16" or (self.cfg.precision == "auto" and device.type == "cuda")
+
     def autocast(self, device: torch.device):
         """The compute precision of `finetune.precision` on `device` (the same at training and inference)."""
-        bf16 = self.cfg.precision == "bf16" or (self.cfg.precision == "auto" and device.type == "cuda")
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16(device))
 
     # -- text -> token ids ---------------------------------------------------------------------------------
     def format_query(self, text: str) -> str:

@@ -144,7 +144,12 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
         step, epoch, start_batch, history = state["step"], state["epoch"], state["batch"], state["history"]
         history.append({"event": "resumed", "step": step})
         print(f"[finetune] rank {rank}: resumed from the checkpoint at step {step}", flush=True)
-    autocast = inner.autocast(torch.device("cuda") if use_gpu else torch.device("cpu"))
+    dev = torch.device("cuda") if use_gpu else torch.device("cpu")
+    autocast = inner.autocast(dev)
+    history.append({"event": "precision", "step": step, "value": "bf16" if inner.bf16(dev) else "fp32"})
+    if not use_gpu and cfg.precision == "bf16" and not native_bf16():
+        print(f"[finetune] rank {rank}: finetune.precision bf16 on a CPU without native bf16 (AVX512-BF16 or AMX): "
+              "emulated, slower than fp32", flush=True)
     extra = config.get("random_items") or []
 
     def seed_batch(ep: int, b: int) -> np.random.Generator:
@@ -237,11 +242,26 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
 
 def config_part(cfg, base_path: str) -> dict:
     """What the fine-tuning's fingerprint covers: not the keys that only place or pace the work."""
-    # precision `auto` is what every run did before the key existed: fingerprints (and stored adapters) stay valid
-    keep_out = {"num_workers", "cpus_per_worker", "threads", "checkpoint_every", "max_failures"} | (
-        {"precision"} if cfg.finetune.precision == "auto" else set())
+    # precision is how the steps are computed, as threads are (fp32 master weights either way): a checkpoint
+    # carried to a machine without native bf16 goes on in fp32; metrics.json lists the precisions used
+    keep_out = {"num_workers", "cpus_per_worker", "threads", "checkpoint_every", "max_failures", "precision"}
     return {"finetune": cfg.finetune.model_dump(mode="json", exclude=keep_out), "base_path": base_path,
             "seed": cfg.draw_seed}
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated, slower than fp32."""
+    import torch
+
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without these probes
+        return False
+
+
+def used_precisions(history: list[dict]) -> list[str]:
+    """The compute precisions of a run's (re)starts, in order of first use."""
+    return list(dict.fromkeys(r["value"] for r in history if r.get("event") == "precision"))
 
 
 def run(ctx: Context) -> dict:
@@ -314,6 +334,7 @@ def run(ctx: Context) -> dict:
                    "final_train_loss": next((r["loss"] for r in reversed(state["history"]) if "loss" in r), None),
                    "targets_per_pair": table["targets"].type.list_size, "encoder": cfg.finetune.encoder,
                    "pairs_per_s": _pairs_per_s(state["history"], cfg.finetune.num_workers),
+                   "precision": used_precisions(state["history"]),
                    **validate_adapter(cfg, base_path, tensors, valid, art)}
         art.write_finetune_metrics(metrics)
         art.run.delete(A.FINETUNE, CARRIED)  # its steps are in the run now
