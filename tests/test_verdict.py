@@ -371,10 +371,12 @@ def test_draws_share_the_split_and_redo_only_the_drawn_stages():
     cfg = BenchConfig.model_validate({"dataset": "x", "config": None, "stages": ["prepare", "teacher"],
                                       "draws": [2], "draw_stages": ["teacher"],
                                       "rows": {"uniform": {}, "tt": {"needs_stages": ["teacher"]},
-                                               "text": {"needs_stages": ["embeddings"]}}})
+                                               "text": {"needs_stages": ["embeddings"]},
+                                               "fixed": {"needs_stages": ["teacher"], "redraw": False}}})
     from benchmarks.verdict.table import table_rows
 
-    assert table_rows(cfg) == ["uniform", "tt", "text", "tt@2"]  # only rows that read a redrawn stage
+    # only rows that read a redrawn stage, and not those that say their input does not change with the draw
+    assert table_rows(cfg) == ["uniform", "tt", "text", "fixed", "tt@2"]
     for bad, why in (({"draws": [2], "draw_stages": ["finetune"]}, "not in stages"),
                      ({"draws": [2, 2], "draw_stages": ["teacher"]}, "repeats"),
                      ({"rows": {"a@2": {}}}, "`@` marks")):

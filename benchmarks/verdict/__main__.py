@@ -95,7 +95,7 @@ def run(bench, here: Path, run_dir: str, out: Path, command: str, args: argparse
     text = table.item_text_vectors(cfg, run_, bench.diagnostics.text_model) if diag else None
     res = analysis.analyse(bench, run_, records, text, diagnostics=diag)
     done = len(res["rows"])
-    progress = {"rows_done": done, "rows_total": len(bench.rows), "not_run": res["not_run"],
+    progress = {"rows_done": done, "rows_total": len(table.table_rows(bench)), "not_run": res["not_run"],
                 "as_of": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     out.mkdir(parents=True, exist_ok=True)
     plot_name = None
@@ -108,7 +108,7 @@ def run(bench, here: Path, run_dir: str, out: Path, command: str, args: argparse
     report.replace_block(out / "results.md", bench.dataset, report.markdown(bench, res, command, progress,
                                                                             plot_name))
     report.merge_json(out / "results.json", bench.dataset, report.results_json(bench, res, command, progress))
-    print(f"{bench.dataset}: {done} of {len(bench.rows)} rows; best classic {res['best_classic']}; "
+    print(f"{bench.dataset}: {done} of {progress['rows_total']} rows; best classic {res['best_classic']}; "
           f"{res['headline']}")
     print(f"wrote {out / 'results.md'} and {out / 'results.json'} ({time.perf_counter() - t0:.0f} s)")
     return 0

@@ -62,6 +62,9 @@ class RowConfig(Section):
     setting_from: str | None = Field(None, description="Run at the chosen grid point of this (earlier) row: a "
                                                        "control that differs from the row it controls in its "
                                                        "switch only (e.g. `source`), not in N, rule or guard.")
+    redraw: bool = Field(True, description="Run again on each further draw of the LLM stages (`draws`) when it "
+                                           "reads a redrawn stage; false for a row whose input does not change "
+                                           "with the draw (the `base` control: the model before fine-tuning).")
     note: str = Field("", description="Shown in the table.")
 
     @field_validator("train")
@@ -203,7 +206,7 @@ def redrawn_rows(bench: BenchConfig) -> list[str]:
     from hnl_ray.stages import get
 
     folders = {f for s in bench.draw_stages for f in get(s).writes}
-    return [n for n, r in bench.rows.items() if folders & set(r.needs_stages)]
+    return [n for n, r in bench.rows.items() if r.redraw and folders & set(r.needs_stages)]
 
 
 def row_train(bench: BenchConfig, row: RowConfig, params: dict[str, Any] | None = None) -> TrainConfig:
