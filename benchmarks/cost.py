@@ -22,10 +22,23 @@ NEGATIVE = {"s_per_call": 5361.3 / 2928, "prompt_tokens": 826_429 / 2928, "gen_t
 EMBED_ROWS_PER_S = 23_848 / 76.45  # all-MiniLM-L6-v2, direct, benchmarks/results/embedding.json (median of 3)
 
 # Rungs of the model ladder: fine-tuning and hard-negative inference rates (pairs/s), vector size, where from.
+# Encoder rung, measured in the stages themselves on amazon-scientific (pipeline/amazon-scientific-encoder.yaml,
+# 2026-12-02): finetune 13,075 pairs (408 steps of 32) in 5,337 s, fp32; hardneg 13,763 pairs in 796 s for two
+# passes (fine-tuned + base control, each with the catalogue), i.e. per pass 13,763 / 398 s.
+ENCODER_FT_FP32 = 13_075 / 5_337
+ENCODER_INF_FP32 = 13_763 / (796 / 2)
+BF16_SPEEDUP = 1.9465  # benchmarks/results/finetune-rungs-precision.json: median per-round ratio, 10 rounds
+
 RUNGS = [
-    {"rung": "encoder: all-MiniLM-L6-v2 (22M), CPU", "device": "cpu", "dim": 384, "ft": None, "inf": EMBED_ROWS_PER_S,
-     "src": "inference = the embedding benchmark's sentence rate; fine-tuning pairs/s: not measured yet (#13's "
-            "encoder-rung benchmark)"},
+    {"rung": "encoder: all-MiniLM-L6-v2 (22M), CPU, fp32", "device": "cpu", "dim": 384, "ft": ENCODER_FT_FP32,
+     "inf": ENCODER_INF_FP32,
+     "src": "measured in the stages on amazon-scientific (all 13,075 training pairs: 408 steps of 32 in 5,337 s, "
+            "part of it beside other jobs; hardneg 13,763 pairs per pass, 796 s for two passes)"},
+    {"rung": "encoder: all-MiniLM-L6-v2 (22M), CPU, bf16", "device": "cpu", "dim": 384,
+     "ft": ENCODER_FT_FP32 * BF16_SPEEDUP, "inf": ENCODER_INF_FP32 * BF16_SPEEDUP,
+     "src": f"the fp32 stage rates x {BF16_SPEEDUP:.2f}, the bf16 speed-up of benchmarks/finetune_rungs.py "
+            "--precisions fp32,bf16 (a training step; inference scaled by the same ratio, not measured); needs a "
+            "CPU with AVX512-BF16 or AMX"},
     {"rung": "SmolLM2-135M + LoRA, CPU", "device": "cpu", "dim": 576, "ft": 1920 / 2058.1, "inf": 2928 / 957.2,
      "src": "#5's table: 120 steps x 16 pairs in 2,058 s (2 Ray Train workers), 2,928 pairs inferred in 957 s"},
     {"rung": "Qwen2.5-0.5B + LoRA, 1 GPU (H100)", "device": "gpu", "dim": 896, "ft": 88.7, "inf": 3 * 88.7,
@@ -91,6 +104,8 @@ def markdown() -> str:
            "(benchmarks/results/gpu_cf.json): a CF run (the teacher, each row and seed of a table) costs minutes on "
            "a GPU and hours on 2 CPU cores at these sizes. The v2 teacher's pair-conditioned targets score the whole "
            "catalogue per training pair: pairs x items x dim multiply-adds (Yelp2018: ~4e11), seconds to minutes.",
+           "* Rungs of the model ladder, where each rate comes from: " + "; ".join(
+               f"**{r['rung']}**: {r['src']}" for r in RUNGS) + ".",
            "* Hard-negative vectors are float16: dim x 2 bytes per pair (576-dim SmolLM2: 3.6 MB Parquet for 2,928 "
            "pairs, as measured).", ""]
     for name, (u, i, n) in DATASETS.items():
@@ -108,7 +123,10 @@ def markdown() -> str:
             f"{_h(total['user'] * (PROFILE['s_per_call'] + NEGATIVE['s_per_call']))} for the four datasets' "
             f"{total['user']:,} users, plus {_h(total['item'] * PROFILE['s_per_call'])} if item profiles are "
             "generated. Fine-tuning SmolLM2 on every training pair is next (~0.9 pairs/s: days per dataset); CPU "
-            "is only practical with the encoder rung or a sampled fraction of pairs.",
+            "is only practical with the encoder rung or a sampled fraction of pairs. The encoder rung fine-tunes "
+            f"at {ENCODER_FT_FP32:.2f} pairs/s in fp32 ({ENCODER_FT_FP32 * BF16_SPEEDUP:.1f} in bf16): every training "
+            "pair of a 200k-interaction dataset is ~18 h (~9 h), its inference over them about an hour, so on "
+            "CPU fine-tuning dominates the HNLMRec stages once profiles come from text.",
             "* On one GPU, fine-tuning and inference of a 0.5B rung over every training pair take minutes to an "
             "hour per dataset; the 7B/8B rungs ~15x that (scaled, not measured). Generation on a GPU (vLLM) has no "
             "measurement here yet.",
