@@ -316,8 +316,9 @@ def test_semantic_sampler_without_its_artifact_names_the_stage(tmp_path):
 # ------------------------------------------------------------------------------------------------ Ray Train
 
 
-def _fake_profiles_and_teacher(cfg, run: RunDir) -> None:
-    """Minimal upstream artifacts for fine-tuning: profiles and teacher pairs."""
+def _fake_profiles_and_teacher(cfg, run: RunDir, target_seed: int = 0) -> None:
+    """Minimal upstream artifacts for fine-tuning: profiles and teacher pairs (their targets drawn with
+    `target_seed`: another seed stands for a teacher retrained on another machine, same fingerprint)."""
     data = Artifacts(run).cf_data()
     for folder, key, n in (("profiles/items", "item_idx", data.n_items), ("profiles/users", "user_idx",
                                                                            data.n_users)):
@@ -327,12 +328,12 @@ def _fake_profiles_and_teacher(cfg, run: RunDir) -> None:
         manifest.write(run, folder, stage=folder, fp="fake", config_part={}, inputs={}, outputs=[], counts={},
                        timings={})
     u, i = data.train
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(target_seed)
     run.write_parquet("teacher/pairs.parquet", pa.table({
         "user_idx": u.astype(np.int32), "item_idx": i.astype(np.int32),
         "neg_item_idx": rng.integers(0, data.n_items, len(u)).astype(np.int32)}))
-    manifest.write(run, "teacher", stage="teacher", fp="fake", config_part={}, inputs={}, outputs=[], counts={},
-                   timings={})
+    manifest.write(run, "teacher", stage="teacher", fp="fake", config_part={}, inputs={}, outputs=["pairs.parquet"],
+                   counts={}, timings={})
 
 
 def test_finetune_on_ray_train_resumes_after_a_killed_worker(ray_session, tiny_llm, tmp_path):
@@ -403,6 +404,7 @@ def test_a_checkpoint_carried_to_a_fresh_run_directory_resumes_to_the_same_adapt
                                                       "step": 3}))
     second = run_stage("finetune", runs["b"])
     assert second["steps"] == 6 and second["resumed"] == 1
+    assert len(second["teacher_targets"]) == 1  # the same targets before and after the resume
     a, b = (load_file(str(tmp_path / n / "finetune" / "adapter.safetensors")) for n in ("a", "b"))
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     assert not carried.exists()  # used up
@@ -411,12 +413,14 @@ def test_a_checkpoint_carried_to_a_fresh_run_directory_resumes_to_the_same_adapt
     step6 = next(d for d in ray_run.glob("checkpoint_*") if json.loads((d / "state.json").read_text())["step"] == 6)
     cfg_c = load_config("configs/demo.yaml", sets, run_dir=str(tmp_path / "c"))
     run_stage("prepare", cfg_c)
-    _fake_profiles_and_teacher(cfg_c, RunDir(str(tmp_path / "c")))
+    # ... on a machine whose retrained teacher gave other targets: used (same fingerprint), and said
+    _fake_profiles_and_teacher(cfg_c, RunDir(str(tmp_path / "c")), target_seed=1)
     shutil.copytree(step6, tmp_path / "c" / "finetune" / "carried")
     (tmp_path / "c" / "finetune" / "carried" / "carried.json").write_text(
         json.dumps({"fingerprint": ray_run.name.removeprefix("hnlmrec-"), "step": 6}))
     third = run_stage("finetune", cfg_c)
     assert third["steps"] == 6 and third["resumed"] == 1
+    assert len(third["teacher_targets"]) == 2 and third["teacher_targets"][0] == second["teacher_targets"][0]
     c = load_file(str(tmp_path / "c" / "finetune" / "adapter.safetensors"))
     assert all(np.array_equal(a[k], c[k]) for k in a)
 

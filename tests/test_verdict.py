@@ -202,6 +202,9 @@ def test_an_unfinished_finetune_is_carried_to_a_fresh_run_directory(tmp_path, mo
         (ray_run / name / "optimizer.safetensors").write_bytes(np.random.default_rng(step).bytes(2500))
     (ray_run / "checkpoint_manager_snapshot.json").write_text(json.dumps(
         {"latest_checkpoint_result": {"checkpoint_dir_name": "checkpoint_b"}}))
+    (tmp_path / "run" / "teacher").mkdir()
+    (tmp_path / "run" / "teacher" / "manifest.json").write_text(json.dumps(
+        {"files": {"pairs.parquet": {"sha256": "ab" * 32}}}))
     monkeypatch.setattr(artifacts, "STORE", tmp_path / "store")
     monkeypatch.setattr(artifacts, "FILE_LIMIT", 1000)
     got = artifacts.carry("ds", str(tmp_path / "run"))
@@ -210,7 +213,9 @@ def test_an_unfinished_finetune_is_carried_to_a_fresh_run_directory(tmp_path, mo
     assert artifacts.seed_run("ds", fresh) == ["finetune (carried checkpoint, step 6)"]
     assert fresh.read_bytes("finetune/carried/optimizer.safetensors") == (
         ray_run / "checkpoint_b" / "optimizer.safetensors").read_bytes()
-    assert fresh.read_json("finetune/carried/carried.json")["fingerprint"] == "fp1"
+    # with the digest of the teacher targets it trained on, which the next machine's stage compares with its own
+    assert fresh.read_json("finetune/carried/carried.json") == {"fingerprint": "fp1", "step": 6,
+                                                                 "from": "checkpoint_b", "teacher_pairs": "ab" * 8}
     assert artifacts.seed_run("ds", fresh) == []  # already there
     fresh.write_text("finetune/manifest.json", "{}")
     fresh.delete("finetune", "carried")

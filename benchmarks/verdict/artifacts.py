@@ -194,7 +194,11 @@ def carry(dataset: str, run_dir: str, folder: str = "finetune") -> dict:
     dst.mkdir(parents=True)
     for f in files:
         _write_limited(dst / f.name, f.read_bytes())
-    (dst / "carried.json").write_text(json.dumps({"fingerprint": fp, "step": step, "from": latest}) + "\n")
+    teacher = Path(run_dir) / "teacher" / "manifest.json"  # which targets it trained on (the next machine compares)
+    sha = (json.loads(teacher.read_text()).get("files", {}).get("pairs.parquet", {}).get("sha256", "")[:16]
+           if teacher.exists() else "")
+    (dst / "carried.json").write_text(json.dumps({"fingerprint": fp, "step": step, "from": latest,
+                                                  **({"teacher_pairs": sha} if sha else {})}) + "\n")
     return {"folder": folder, "step": step, "fingerprint": fp, "bytes": total - others, "dataset_total_bytes": total}
 
 

@@ -147,6 +147,16 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
     dev = torch.device("cuda") if use_gpu else torch.device("cpu")
     autocast = inner.autocast(dev)
     history.append({"event": "precision", "step": step, "value": "bf16" if inner.bf16(dev) else "fp32"})
+    # The teacher's targets this (re)start trains on: a fresh machine retrains the CF teacher, which need not
+    # give the same targets bit for bit, so a run carried across machines says whether its supervision changed
+    if from_carried and not supervisions(history) and config.get("carried_supervision"):
+        # a run begun before the event existed: the digest `carry` read from the machine it came from
+        history.append({"event": "supervision", "step": step, "teacher_pairs": config["carried_supervision"]})
+    if (sup := config.get("supervision")) is not None:
+        if supervisions(history) and sup not in supervisions(history):
+            print(f"[finetune] rank {rank}: resumed at step {step} on other teacher targets (pairs.parquet "
+                  f"{sup}, earlier {supervisions(history)})", flush=True)
+        history.append({"event": "supervision", "step": step, "teacher_pairs": sup})
     if not use_gpu and cfg.precision == "bf16" and not native_bf16():
         print(f"[finetune] rank {rank}: finetune.precision bf16 on a CPU without native bf16 (AVX512-BF16 or AMX): "
               "emulated, slower than fp32", flush=True)
@@ -259,6 +269,11 @@ def native_bf16() -> bool:
         return False
 
 
+def supervisions(history: list[dict]) -> list[str]:
+    """The teacher targets' digests (pairs.parquet sha256 prefix) a run's (re)starts trained on, in order."""
+    return list(dict.fromkeys(r["teacher_pairs"] for r in history if r.get("event") == "supervision"))
+
+
 def used_precisions(history: list[dict]) -> list[str]:
     """The compute precisions of a run's (re)starts, in order of first use."""
     return list(dict.fromkeys(r["value"] for r in history if r.get("event") == "precision"))
@@ -302,9 +317,12 @@ def run(ctx: Context) -> dict:
         carried = carried_checkpoint(art, fp, cfg.finetune.num_workers, cfg.finetune.batch_size)
         loop_config = {"finetune": cfg.finetune.model_dump(mode="json"), "base_path": base_path,
                        "seed": cfg.draw_seed,
+                       "supervision": ((teacher_m.get("files") or {}).get("pairs.parquet") or {}).get("sha256",
+                                                                                                 "")[:16] or None,
                        "cf_tokens": cfg.finetune.cf_tokens, "artifacts": art if cfg.finetune.cf_tokens else None,
                        "random_items": random_items if cfg.finetune.random_negatives else None,
-                       "carried": carried, "carried_fs": None if art.run.is_local else art.run.fs}
+                       "carried": carried, "carried_supervision": carried_info(art).get("teacher_pairs"),
+                       "carried_fs": None if art.run.is_local else art.run.fs}
         trainer = _trainer_class(cfg)(
             _train_loop, train_loop_config=loop_config,
             scaling_config=ScalingConfig(num_workers=cfg.finetune.num_workers, use_gpu=cfg.finetune.use_gpu,
@@ -335,6 +353,7 @@ def run(ctx: Context) -> dict:
                    "targets_per_pair": table["targets"].type.list_size, "encoder": cfg.finetune.encoder,
                    "pairs_per_s": _pairs_per_s(state["history"], cfg.finetune.num_workers),
                    "precision": used_precisions(state["history"]),
+                   "teacher_targets": supervisions(state["history"]),  # more than one: changed at a resume
                    **validate_adapter(cfg, base_path, tensors, valid, art)}
         art.write_finetune_metrics(metrics)
         art.run.delete(A.FINETUNE, CARRIED)  # its steps are in the run now
@@ -345,6 +364,13 @@ def run(ctx: Context) -> dict:
 
 
 CARRIED = "carried"  # finetune/carried/: a checkpoint brought from another machine (adapter, optimiser, state)
+
+
+def carried_info(art: Artifacts) -> dict:
+    """finetune/carried/carried.json ({} when there is none): fingerprint, step, the teacher targets' digest."""
+    if not art.run.exists(A.FINETUNE, CARRIED, "carried.json"):
+        return {}
+    return json.loads(art.run.read_text(f"{A.FINETUNE}/{CARRIED}/carried.json"))
 
 
 def carried_checkpoint(art: Artifacts, fp: str, workers: int, batch_size: int) -> str | None:
