@@ -192,6 +192,30 @@ def test_a_stage_file_over_the_limit_is_stored_in_parts_and_seeded_byte_for_byte
     assert not fresh.exists("finetune", "adapter.safetensors.part-000")
 
 
+def test_the_report_says_how_far_an_unfinished_fine_tuning_got(tmp_path):
+    from hnl_ray import manifest
+    from hnl_ray.config import load_config
+    from hnl_ray.storage import RunDir
+
+    from benchmarks.verdict.table import stage_progress
+
+    bench = BenchConfig.model_validate({"dataset": "x", "config": None, "rows": {"uniform": {}},
+                                        "stages": ["prepare", "teacher", "finetune", "hardneg"]})
+    cfg = load_config(None, ["finetune.batch_size=32", "finetune.valid_share=0.05", "finetune.num_workers=2"])
+    run = RunDir(str(tmp_path))
+    for folder, counts in (("prepared", {}), ("teacher", {"pairs_with_target": 10_000})):
+        manifest.write(run, folder, stage=folder, fp="f", config_part={}, inputs={}, outputs=[], counts=counts,
+                       timings={})
+    run.write_text("finetune/carried/carried.json", json.dumps({"fingerprint": "f", "step": 120}))
+    got = stage_progress(bench, cfg, run)
+    # 9,500 training pairs over 2 workers, 32 per batch: 148 steps in its one epoch
+    assert got == {"prepare": "done", "teacher": "done", "finetune": "step 120 of ~148, checkpointed",
+                   "hardneg": "not run yet"}
+    assert report._stages(got) == (" Stages: prepare done, teacher done, finetune step 120 of ~148, "
+                                   "checkpointed, hardneg not run yet.")
+    assert report._stages({"prepare": "done"}) == ""  # a finished table does not list them
+
+
 def test_an_unfinished_finetune_is_carried_to_a_fresh_run_directory(tmp_path, monkeypatch):
     """`carry` stores the checkpoint Ray Train's snapshot names as the latest (in parts when large), and
     `seed_run` puts it in finetune/carried/ of a run that has not finished the stage, once."""

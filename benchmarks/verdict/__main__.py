@@ -96,6 +96,7 @@ def run(bench, here: Path, run_dir: str, out: Path, command: str, args: argparse
     res = analysis.analyse(bench, run_, records, text, diagnostics=diag)
     done = len(res["rows"])
     progress = {"rows_done": done, "rows_total": len(table.table_rows(bench)), "not_run": res["not_run"],
+                "stages": table.stage_progress(bench, cfg, run_),
                 "as_of": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     out.mkdir(parents=True, exist_ok=True)
     plot_name = None

@@ -59,6 +59,13 @@ def _draws(bench: BenchConfig) -> str:
             "(the pipeline's seed).")
 
 
+def _stages(stages: dict[str, str]) -> str:
+    """The table's stages, said only while one of them is unfinished."""
+    if all(v == "done" for v in stages.values()):
+        return ""
+    return " Stages: " + ", ".join(f"{k} {v}" for k, v in stages.items()) + "."
+
+
 def markdown(bench: BenchConfig, res: dict, command: str, progress: dict, plot_name: str | None) -> str:
     m, r2 = bench.metric, [x for x in bench.report_metrics if x != bench.metric][:1]
     other = r2[0] if r2 else None
@@ -73,7 +80,7 @@ def markdown(bench: BenchConfig, res: dict, command: str, progress: dict, plot_n
            f"**Headline:** {res['headline']}", "",
            _draws(bench) if bench.draws or any(r.kind == "semantic" for r in bench.rows.values()) else "", "",
            f"Progress: {progress['rows_done']} of {progress['rows_total']} rows finished "
-           f"({progress['as_of']}).", ""]
+           f"({progress['as_of']})." + _stages(progress.get("stages") or {}), ""]
     head = ["row", "kind", "chosen setting", "seeds", f"valid {m}", f"test {m}"] + (
         [f"test {other}"] if other else []) + [f"Δ{m} vs {best or 'best classic'} [95 % CI]"] + (
         [f"Δ{other} [95 % CI]"] if other else [])

@@ -38,6 +38,50 @@ def pipeline_config(bench: BenchConfig, here: Path, run_dir: str) -> Config:
     return cfg
 
 
+def stage_progress(bench: BenchConfig, cfg: Config, run: RunDir) -> dict[str, str]:
+    """Each of the table's stages: `done`, `not run yet`, or for an unfinished fine-tuning the step of its
+    latest checkpoint (Ray Train's, or the one carried from another machine) out of about how many."""
+    from hnl_ray.stages import get
+
+    out = {}
+    for name in bench.stages:
+        if manifest.load(run, get(name).writes[0]) is not None:
+            out[name] = "done"
+        elif name == "finetune" and (step := finetune_step(run)) is not None:
+            out[name] = f"step {step:,} of {finetune_total(cfg, run)}, checkpointed"
+        else:
+            out[name] = "not run yet"
+    return out
+
+
+def finetune_step(run: RunDir) -> int | None:
+    """The step of an unfinished fine-tuning's latest checkpoint (local runs; or the carried one's)."""
+    import json
+
+    best = None
+    if run.is_local:
+        for snap in Path(run.path("finetune", "ray")).glob("hnlmrec-*/checkpoint_manager_snapshot.json"):
+            latest = (json.loads(snap.read_text()).get("latest_checkpoint_result") or {}).get("checkpoint_dir_name")
+            if latest and (state := snap.parent / latest / "state.json").exists():
+                best = max(best or 0, json.loads(state.read_text())["step"])
+    if run.exists("finetune", "carried", "carried.json"):
+        best = max(best or 0, json.loads(run.read_text("finetune/carried/carried.json"))["step"])
+    return best
+
+
+def finetune_total(cfg: Config, run: RunDir) -> str:
+    """About how many steps the fine-tuning takes: max_steps, or its epochs over the teacher's pairs less the
+    held-out share, in batches per worker (~: repeated pairs are merged when the stage builds its table)."""
+    ft = cfg.finetune
+    teacher = manifest.load(run, "teacher")
+    pairs = (teacher or {}).get("counts", {}).get("pairs_with_target")
+    if pairs is None:
+        return f"{ft.max_steps:,}" if ft.max_steps else "?"
+    per_epoch = int(pairs * (1 - ft.valid_share)) // ft.num_workers // ft.batch_size // ft.grad_accum
+    total = per_epoch * ft.epochs
+    return f"{min(total, ft.max_steps):,}" if ft.max_steps else f"~{total:,}"
+
+
 def row_status(bench: BenchConfig, row: RowConfig, run: RunDir) -> str | None:
     """None when the row can run here, else why it is not run (shown in the table)."""
     for need in row.needs:
