@@ -397,7 +397,11 @@ def test_a_checkpoint_carried_to_a_fresh_run_directory_resumes_to_the_same_adapt
     first = run_stage("finetune", runs["a"])
     assert first["steps"] == 6 and first["resumed"] == 0
     (ray_run,) = (tmp_path / "a" / "finetune" / "ray").glob("hnlmrec-*")
-    step3 = next(d for d in ray_run.glob("checkpoint_*") if json.loads((d / "state.json").read_text())["step"] == 3)
+    def checkpoint_at(step: int):  # checkpoint_* folders (not Ray's checkpoint_manager_snapshot.json)
+        return next(d for d in ray_run.glob("checkpoint_*")
+                    if d.is_dir() and json.loads((d / "state.json").read_text())["step"] == step)
+
+    step3 = checkpoint_at(3)
     carried = tmp_path / "b" / "finetune" / "carried"
     shutil.copytree(step3, carried)
     (carried / "carried.json").write_text(json.dumps({"fingerprint": ray_run.name.removeprefix("hnlmrec-"),
@@ -410,7 +414,7 @@ def test_a_checkpoint_carried_to_a_fresh_run_directory_resumes_to_the_same_adapt
     assert not carried.exists()  # used up
 
     # A run killed after its last step but before its manifest: its final checkpoint, carried, finishes the stage.
-    step6 = next(d for d in ray_run.glob("checkpoint_*") if json.loads((d / "state.json").read_text())["step"] == 6)
+    step6 = checkpoint_at(6)
     cfg_c = load_config("configs/demo.yaml", sets, run_dir=str(tmp_path / "c"))
     run_stage("prepare", cfg_c)
     # ... on a machine whose retrained teacher gave other targets: used (same fingerprint), and said

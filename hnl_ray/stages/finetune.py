@@ -367,7 +367,7 @@ CARRIED = "carried"  # finetune/carried/: a checkpoint brought from another mach
 
 
 def carried_info(art: Artifacts) -> dict:
-    """finetune/carried/carried.json ({} when there is none): fingerprint, step, the teacher targets' digest."""
+    """The carried checkpoint's carried.json ({} when there is none): fingerprint, step, teacher targets' digest."""
     if not art.run.exists(A.FINETUNE, CARRIED, "carried.json"):
         return {}
     return json.loads(art.run.read_text(f"{A.FINETUNE}/{CARRIED}/carried.json"))
