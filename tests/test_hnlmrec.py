@@ -420,8 +420,13 @@ def test_a_checkpoint_carried_to_a_fresh_run_directory_resumes_to_the_same_adapt
     # ... on a machine whose retrained teacher gave other targets: used (same fingerprint), and said
     _fake_profiles_and_teacher(cfg_c, RunDir(str(tmp_path / "c")), target_seed=1)
     shutil.copytree(step6, tmp_path / "c" / "finetune" / "carried")
+    # as a run begun before the record: its history without the digest, which `carry` wrote in carried.json
+    state = json.loads((tmp_path / "c" / "finetune" / "carried" / "state.json").read_text())
+    state["history"] = [r for r in state["history"] if r.get("event") != "supervision"]
+    (tmp_path / "c" / "finetune" / "carried" / "state.json").write_text(json.dumps(state))
     (tmp_path / "c" / "finetune" / "carried" / "carried.json").write_text(
-        json.dumps({"fingerprint": ray_run.name.removeprefix("hnlmrec-"), "step": 6}))
+        json.dumps({"fingerprint": ray_run.name.removeprefix("hnlmrec-"), "step": 6,
+                    "teacher_pairs": second["teacher_targets"][0]}))
     third = run_stage("finetune", cfg_c)
     assert third["steps"] == 6 and third["resumed"] == 1
     assert len(third["teacher_targets"]) == 2 and third["teacher_targets"][0] == second["teacher_targets"][0]
@@ -480,4 +485,4 @@ def test_a_bf16_fine_tuning_and_its_inference_agree(ray_session, tiny_sentence, 
     metrics = run_stage("finetune", cfg, run)
     assert metrics["steps"] == 6 and metrics["precision"] == ["bf16"]
     res = run_stage("hardneg", cfg, run)  # merged adapter in bf16 against the training-time forward in bf16
-    assert res["pairs"] > 0 and res["check_min_cosine"] >= 0.999
+    assert res["pairs"] > 0 and res["check_min_cosine"] >= 0.999 and res["precision"] == "bf16"

@@ -209,10 +209,10 @@ def test_the_report_says_how_far_an_unfinished_fine_tuning_got(tmp_path):
     run.write_text("finetune/carried/carried.json", json.dumps({"fingerprint": "f", "step": 120}))
     got = stage_progress(bench, cfg, run)
     # 9,500 training pairs over 2 workers, 32 per batch: 148 steps in its one epoch
-    assert got == {"prepare": "done", "teacher": "done", "finetune": "step 120 of ~148, checkpointed",
+    assert got == {"prepare": "done", "teacher": "done", "finetune": "step 120 of ~148 (checkpointed)",
                    "hardneg": "not run yet"}
-    assert report._stages(got) == (" Stages: prepare done, teacher done, finetune step 120 of ~148, "
-                                   "checkpointed, hardneg not run yet.")
+    assert report._stages(got) == (" Stages: prepare done; teacher done; finetune step 120 of ~148 "
+                                   "(checkpointed); hardneg not run yet.")
     assert report._stages({"prepare": "done"}) == ""  # a finished table does not list them
 
 
@@ -226,9 +226,19 @@ def test_an_unfinished_finetune_is_carried_to_a_fresh_run_directory(tmp_path, mo
         (ray_run / name / "optimizer.safetensors").write_bytes(np.random.default_rng(step).bytes(2500))
     (ray_run / "checkpoint_manager_snapshot.json").write_text(json.dumps(
         {"latest_checkpoint_result": {"checkpoint_dir_name": "checkpoint_b"}}))
-    (tmp_path / "run" / "teacher").mkdir()
-    (tmp_path / "run" / "teacher" / "manifest.json").write_text(json.dumps(
-        {"files": {"pairs.parquet": {"sha256": "ab" * 32}}}))
+    import pyarrow as pa
+
+    from hnl_ray import manifest
+    from hnl_ray.stages.finetune import targets_digest
+
+    pairs = pa.table({"user_idx": np.array([0, 0, 1], np.int32), "item_idx": np.array([2, 2, 3], np.int32),
+                      "neg_item_idx": np.array([5, 6, 7], np.int32), "k": np.array([0, 1, 0], np.int8), "neg_score": [0.5, 0.4, 0.3]})
+    RunDir(str(tmp_path / "run")).write_parquet("teacher/pairs.parquet", pairs)
+    manifest.write(RunDir(str(tmp_path / "run")), "teacher", stage="teacher", fp="t", config_part={}, inputs={},
+                   outputs=["pairs.parquet"], counts={}, timings={})
+    # the digest is of the target ids, not of the scores or the file
+    assert targets_digest(pairs) == targets_digest(pairs.set_column(4, "neg_score", pa.array([0.0, 0.0, 0.0])))
+    assert targets_digest(pairs) != targets_digest(pairs.set_column(2, "neg_item_idx", pa.array(np.array([5, 7, 6], np.int32))))
     monkeypatch.setattr(artifacts, "STORE", tmp_path / "store")
     monkeypatch.setattr(artifacts, "FILE_LIMIT", 1000)
     got = artifacts.carry("ds", str(tmp_path / "run"))
@@ -239,7 +249,8 @@ def test_an_unfinished_finetune_is_carried_to_a_fresh_run_directory(tmp_path, mo
         ray_run / "checkpoint_b" / "optimizer.safetensors").read_bytes()
     # with the digest of the teacher targets it trained on, which the next machine's stage compares with its own
     assert fresh.read_json("finetune/carried/carried.json") == {"fingerprint": "fp1", "step": 6,
-                                                                 "from": "checkpoint_b", "teacher_pairs": "ab" * 8}
+                                                                 "from": "checkpoint_b",
+                                                                 "teacher_pairs": targets_digest(pairs)}
     assert artifacts.seed_run("ds", fresh) == []  # already there
     fresh.write_text("finetune/manifest.json", "{}")
     fresh.delete("finetune", "carried")

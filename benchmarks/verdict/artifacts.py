@@ -194,12 +194,21 @@ def carry(dataset: str, run_dir: str, folder: str = "finetune") -> dict:
     dst.mkdir(parents=True)
     for f in files:
         _write_limited(dst / f.name, f.read_bytes())
-    teacher = Path(run_dir) / "teacher" / "manifest.json"  # which targets it trained on (the next machine compares)
-    sha = (json.loads(teacher.read_text()).get("files", {}).get("pairs.parquet", {}).get("sha256", "")[:16]
-           if teacher.exists() else "")
+    # which teacher targets it trained on: the next machine's stage compares them with its own
+    digest = carried_digest(Path(run_dir))
     (dst / "carried.json").write_text(json.dumps({"fingerprint": fp, "step": step, "from": latest,
-                                                  **({"teacher_pairs": sha} if sha else {})}) + "\n")
+                                                  **({"teacher_pairs": digest} if digest else {})}) + "\n")
     return {"folder": folder, "step": step, "fingerprint": fp, "bytes": total - others, "dataset_total_bytes": total}
+
+
+def carried_digest(run_dir: Path) -> str | None:
+    """The digest of the run directory's teacher targets (finetune.targets_digest), None without them."""
+    from hnl_ray.artifacts import Artifacts
+    from hnl_ray.stages.finetune import targets_digest
+    from hnl_ray.storage import RunDir
+
+    pairs = Artifacts(RunDir(str(run_dir))).teacher_pairs()
+    return targets_digest(pairs) if pairs is not None else None
 
 
 def _store_bytes(dataset: str, *replaced: Path) -> int:

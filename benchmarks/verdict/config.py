@@ -111,8 +111,8 @@ class BenchConfig(Section):
     draws: list[int] = Field(
         default_factory=list, description="Further draws of the LLM stages: for each S, `draw_stages` run again "
         "with the pipeline's `llm_seed: S` in RUN/draws/S (the other stages' outputs copied from the table's run), "
-        "and every row that reads their outputs runs again, at the setting chosen on the first draw, over the "
-        "same CF seeds: rows `<row>@S` of the table.")
+        "and every row that reads their outputs (and has not `redraw: false`) runs again, at the setting chosen on "
+        "the first draw, over the same CF seeds: rows `<row>@S` of the table.")
     draw_stages: list[str] = Field(["teacher", "finetune", "hardneg"], description="The stages a draw redoes.")
     draw_sets: list[str] = Field(default_factory=list, description="`--set` overrides for the draws only (e.g. "
                                                                    "hardneg.base_control=false).")
@@ -202,7 +202,8 @@ def draw_folder(name: str) -> str:
 
 
 def redrawn_rows(bench: BenchConfig) -> list[str]:
-    """Rows that read an output of a redrawn stage (they run again on every draw)."""
+    """Rows that read an output of a redrawn stage, less those marked `redraw: false` (they run again on every
+    draw)."""
     from hnl_ray.stages import get
 
     folders = {f for s in bench.draw_stages for f in get(s).writes}

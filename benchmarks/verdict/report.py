@@ -63,7 +63,7 @@ def _stages(stages: dict[str, str]) -> str:
     """The table's stages, said only while one of them is unfinished."""
     if all(v == "done" for v in stages.values()):
         return ""
-    return " Stages: " + ", ".join(f"{k} {v}" for k, v in stages.items()) + "."
+    return " Stages: " + "; ".join(f"{k} {v}" for k, v in stages.items()) + "."
 
 
 def markdown(bench: BenchConfig, res: dict, command: str, progress: dict, plot_name: str | None) -> str:

@@ -39,47 +39,61 @@ def pipeline_config(bench: BenchConfig, here: Path, run_dir: str) -> Config:
 
 
 def stage_progress(bench: BenchConfig, cfg: Config, run: RunDir) -> dict[str, str]:
-    """Each of the table's stages: `done`, `not run yet`, or for an unfinished fine-tuning the step of its
-    latest checkpoint (Ray Train's, or the one carried from another machine) out of about how many."""
+    """Each of the table's stages: `done` (every stage folder it writes has a manifest), `not run yet`, or for an
+    unfinished fine-tuning the step of its latest checkpoint (Ray Train's, or the one carried from another
+    machine) out of about how many. A progress line, not a check: the stages decide by fingerprint."""
+    from hnl_ray import artifacts as A
     from hnl_ray.stages import get
 
     out = {}
     for name in bench.stages:
-        if manifest.load(run, get(name).writes[0]) is not None:
+        # cf/ holds one manifest per CF run; hardneg-base is written only with hardneg.base_control
+        folders = [f for f in get(name).writes if f != "cf" and (f != A.HARDNEG_BASE or cfg.hardneg.base_control)]
+        if all(manifest.load(run, f) is not None for f in folders):
             out[name] = "done"
         elif name == "finetune" and (step := finetune_step(run)) is not None:
-            out[name] = f"step {step:,} of {finetune_total(cfg, run)}, checkpointed"
+            out[name] = f"step {step:,} of {finetune_total(cfg, run)} (checkpointed)"
         else:
             out[name] = "not run yet"
     return out
 
 
 def finetune_step(run: RunDir) -> int | None:
-    """The step of an unfinished fine-tuning's latest checkpoint (local runs; or the carried one's)."""
+    """The step of an unfinished fine-tuning's latest checkpoint: in the newest Ray Train run (as `carry` takes
+    it), else the carried one's. None when there is none or it cannot be read (a run writing it meanwhile)."""
     import json
 
-    best = None
-    if run.is_local:
-        for snap in Path(run.path("finetune", "ray")).glob("hnlmrec-*/checkpoint_manager_snapshot.json"):
-            latest = (json.loads(snap.read_text()).get("latest_checkpoint_result") or {}).get("checkpoint_dir_name")
-            if latest and (state := snap.parent / latest / "state.json").exists():
-                best = max(best or 0, json.loads(state.read_text())["step"])
-    if run.exists("finetune", "carried", "carried.json"):
-        best = max(best or 0, json.loads(run.read_text("finetune/carried/carried.json"))["step"])
-    return best
+    from hnl_ray import artifacts as A
+    from hnl_ray.artifacts import Artifacts
+    from hnl_ray.stages.finetune import carried_info
+
+    try:
+        if run.is_local:
+            snaps = sorted(Path(run.path(A.FINETUNE, "ray")).glob("hnlmrec-*/checkpoint_manager_snapshot.json"),
+                           key=lambda p: p.stat().st_mtime)
+            if snaps:
+                snap = json.loads(snaps[-1].read_text())
+                latest = (snap.get("latest_checkpoint_result") or {}).get("checkpoint_dir_name")
+                if latest:
+                    return int(json.loads((snaps[-1].parent / latest / "state.json").read_text())["step"])
+        info = carried_info(Artifacts(run))
+        return int(info["step"]) if info else None
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def finetune_total(cfg: Config, run: RunDir) -> str:
-    """About how many steps the fine-tuning takes: max_steps, or its epochs over the teacher's pairs less the
-    held-out share, in batches per worker (~: repeated pairs are merged when the stage builds its table)."""
+    """About how many steps the fine-tuning takes: its epochs over the teacher's pairs (at most pairs_limit) less
+    the held-out share, in batches per worker, capped by max_steps (~: repeated pairs are merged when the stage
+    builds its table)."""
     ft = cfg.finetune
     teacher = manifest.load(run, "teacher")
     pairs = (teacher or {}).get("counts", {}).get("pairs_with_target")
     if pairs is None:
         return f"{ft.max_steps:,}" if ft.max_steps else "?"
+    pairs = min(pairs, ft.pairs_limit) if ft.pairs_limit else pairs
     per_epoch = int(pairs * (1 - ft.valid_share)) // ft.num_workers // ft.batch_size // ft.grad_accum
-    total = per_epoch * ft.epochs
-    return f"{min(total, ft.max_steps):,}" if ft.max_steps else f"~{total:,}"
+    return f"~{min(per_epoch * ft.epochs, ft.max_steps or 10**12):,}"
 
 
 def row_status(bench: BenchConfig, row: RowConfig, run: RunDir) -> str | None:

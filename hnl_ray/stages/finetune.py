@@ -146,6 +146,8 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
         print(f"[finetune] rank {rank}: resumed from the checkpoint at step {step}", flush=True)
     dev = torch.device("cuda") if use_gpu else torch.device("cpu")
     autocast = inner.autocast(dev)
+    if step and not used_precisions(history):  # a run begun before the record: `auto`, fp32 on a CPU
+        history.append({"event": "precision", "step": 0, "value": "unrecorded (auto)"})
     history.append({"event": "precision", "step": step, "value": "bf16" if inner.bf16(dev) else "fp32"})
     # The teacher's targets this (re)start trains on: a fresh machine retrains the CF teacher, which need not
     # give the same targets bit for bit, so a run carried across machines says whether its supervision changed
@@ -154,12 +156,12 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
         history.append({"event": "supervision", "step": step, "teacher_pairs": config["carried_supervision"]})
     if (sup := config.get("supervision")) is not None:
         if supervisions(history) and sup not in supervisions(history):
-            print(f"[finetune] rank {rank}: resumed at step {step} on other teacher targets (pairs.parquet "
-                  f"{sup}, earlier {supervisions(history)})", flush=True)
+            print(f"[finetune] rank {rank}: resumed at step {step} on other teacher targets (digest {sup}, "
+                  f"earlier {supervisions(history)})", flush=True)
         history.append({"event": "supervision", "step": step, "teacher_pairs": sup})
     if not use_gpu and cfg.precision == "bf16" and not native_bf16():
         print(f"[finetune] rank {rank}: finetune.precision bf16 on a CPU without native bf16 (AVX512-BF16 or AMX): "
-              "emulated, slower than fp32", flush=True)
+              "emulated, slower than fp32; set finetune.precision: fp32 to go on in fp32", flush=True)
     extra = config.get("random_items") or []
 
     def seed_batch(ep: int, b: int) -> np.random.Generator:
@@ -269,8 +271,21 @@ def native_bf16() -> bool:
         return False
 
 
+def targets_digest(pairs: pa.Table) -> str:
+    """What the fine-tuning learns from in the teacher's pairs table: a sha256 prefix of its id columns (user,
+    item, target, k), not of the file, whose float scores and writer metadata may differ harmlessly."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for col in ("user_idx", "item_idx", "neg_item_idx", "k"):
+        if col in pairs.column_names:
+            h.update(col.encode())
+            h.update(np.ascontiguousarray(pairs[col].to_numpy()).astype("<i8").tobytes())
+    return h.hexdigest()[:16]
+
+
 def supervisions(history: list[dict]) -> list[str]:
-    """The teacher targets' digests (pairs.parquet sha256 prefix) a run's (re)starts trained on, in order."""
+    """The teacher targets' digests (targets_digest) a run's (re)starts trained on, in order."""
     return list(dict.fromkeys(r["teacher_pairs"] for r in history if r.get("event") == "supervision"))
 
 
@@ -317,8 +332,7 @@ def run(ctx: Context) -> dict:
         carried = carried_checkpoint(art, fp, cfg.finetune.num_workers, cfg.finetune.batch_size)
         loop_config = {"finetune": cfg.finetune.model_dump(mode="json"), "base_path": base_path,
                        "seed": cfg.draw_seed,
-                       "supervision": ((teacher_m.get("files") or {}).get("pairs.parquet") or {}).get("sha256",
-                                                                                                 "")[:16] or None,
+                       "supervision": targets_digest(art.teacher_pairs()),
                        "cf_tokens": cfg.finetune.cf_tokens, "artifacts": art if cfg.finetune.cf_tokens else None,
                        "random_items": random_items if cfg.finetune.random_negatives else None,
                        "carried": carried, "carried_supervision": carried_info(art).get("teacher_pairs"),

@@ -244,7 +244,10 @@ def encode_folder(ctx: Context, folder: str, base_path: str, tuned: bool, part: 
         counts = {"pairs": out.num_rows, "items": int(cat.shape[0]), "dim": dim, "dtype": "float16",
                   "neighbours": h.neighbours, "model": "fine-tuned" if tuned else "base (before fine-tuning)",
                   "check_min_cosine": round(cos, 6), "bytes_per_million_pairs_in_memory": dim * 2 * 10**6,
-                  "parquet_bytes": art.shard_bytes(folder)}
+                  "parquet_bytes": art.shard_bytes(folder),
+                  # finetune.precision is in no fingerprint: the manifest says which one the vectors come from
+                  "precision": "bf16" if cfg.finetune.precision == "bf16" or (
+                      cfg.finetune.precision == "auto" and h.num_gpus > 0) else "fp32"}
         if h.neighbours:
             counts["pairs_with_fewer_neighbours"] = int((vectors(out["neighbours"]) < 0).any(1).sum())
         return Output(counts=counts, outputs=A.HARDNEG_FILES, timings=timings)
