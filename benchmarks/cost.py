@@ -37,8 +37,11 @@ RUNGS = [
     {"rung": "encoder: all-MiniLM-L6-v2 (22M), CPU, bf16", "device": "cpu", "dim": 384,
      "ft": ENCODER_FT_FP32 * BF16_SPEEDUP, "inf": ENCODER_INF_FP32 * BF16_SPEEDUP,
      "src": f"the fp32 stage rates x {BF16_SPEEDUP:.2f}, the bf16 speed-up of benchmarks/finetune_rungs.py "
-            "--precisions fp32,bf16 (a training step; inference scaled by the same ratio, not measured); needs a "
-            "CPU with AVX512-BF16 or AMX"},
+            "--precisions fp32,bf16 with amazon-scientific's texts (a training step; inference scaled by the same "
+            "ratio, not measured); needs a CPU with AVX512-BF16 or AMX. With amazon-toys-p5's short titles the "
+            "speed-up is only 1.14x (--dataset amazon-toys-p5), and toys' own stage ran 7.5 pairs/s in bf16 "
+            "(4.26 s per step of 32, 170 tokens per pair against amazon-scientific's 505): per-pair rates follow "
+            "text length"},
     {"rung": "SmolLM2-135M + LoRA, CPU", "device": "cpu", "dim": 576, "ft": 1920 / 2058.1, "inf": 2928 / 957.2,
      "src": "#5's table: 120 steps x 16 pairs in 2,058 s (2 Ray Train workers), 2,928 pairs inferred in 957 s"},
     {"rung": "Qwen2.5-0.5B + LoRA, 1 GPU (H100)", "device": "gpu", "dim": 896, "ft": 88.7, "inf": 3 * 88.7,

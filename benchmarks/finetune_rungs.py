@@ -7,8 +7,9 @@ and `llm` (SmolLM2-135M-Instruct, LoRA on q/k/v/o, last-token pooling, chat temp
 both rungs are timed in the same process, round by round, alternating which goes first (ABBA), so load hits both
 alike; absolute figures are still taken under whatever load there is, the per-round ratio less so.
 
-Texts: queries and passages built like fine-tuning's from amazon-scientific's item text (../shared/data), the
-query's user profile from 6 item titles (profiles.user_source: text). `--smoke`: 2-layer random models with the
+Texts: queries and passages built like fine-tuning's from amazon-scientific's item text (../shared/data; or
+`--dataset amazon-toys-p5`'s much shorter titles), the query's user profile from 6 item titles
+(profiles.user_source: text). `--smoke`: 2-layer random models with the
 rungs' tokenizers and synthetic texts, a few steps (what `make test` runs).
 
     python -m benchmarks.finetune_rungs [--rounds 5] [--steps 4] [--batch 16] [--k 4] [--threads 2]
@@ -35,18 +36,25 @@ from ._common import RESULTS, SHARED, WORK, machine
 RUNGS = ("encoder", "llm")
 
 
-def texts(n_pairs: int, k: int, smoke: bool, seed: int = 0) -> tuple[list[str], list[list[str]]]:
+# Item texts per dataset: file under ../shared/data and how a line splits into (id, text).
+ITEM_TEXTS = {"amazon-scientific": ("amazon-scientific/Scientific.text", "\t", 1),  # header line, id<TAB>text
+              "amazon-toys-p5": ("amazon-toys-p5/item_text.txt", " ", 0)}  # id<SPACE>text (short titles)
+
+
+def texts(n_pairs: int, k: int, smoke: bool, seed: int = 0,
+          dataset: str = "amazon-scientific") -> tuple[list[str], list[list[str]]]:
     """(queries, K passages per query), formatted as fine-tuning formats them."""
     from hnl_ray.config.hnlmrec import FinetuneConfig
     from hnl_ray.llm.encoder import item_text, query_text
 
     rng = random.Random(seed)
-    path = SHARED / "amazon-scientific" / "Scientific.text"
+    rel, sep, header = ITEM_TEXTS[dataset]
+    path = SHARED / rel
     if smoke or not path.exists():
         words = "microscope slide pipette lab coat glove beaker filament printer spool caliper resin".split()
         items = [" ".join(rng.choice(words) for _ in range(rng.randint(8, 30))) for _ in range(200)]
     else:
-        items = [line.split("\t", 1)[1].strip() for line in path.read_text().splitlines()[1:] if "\t" in line]
+        items = [line.split(sep, 1)[1].strip() for line in path.read_text().splitlines()[header:] if sep in line]
     instruction = FinetuneConfig().instruction
     queries, passages = [], []
     for _ in range(n_pairs):
@@ -134,6 +142,8 @@ def main(argv: list[str] | None = None) -> dict:
                     "model's own rates; 0, the benchmark configs' setting, keeps only LoRA's dropout)")
     ap.add_argument("--rungs", default=",".join(RUNGS), help="rungs to time (comma-separated)")
     ap.add_argument("--precisions", default="fp32", help="compute precisions to time (fp32, bf16; comma-separated)")
+    ap.add_argument("--dataset", default="amazon-scientific", choices=sorted(ITEM_TEXTS),
+                    help="whose item texts build the pairs (their lengths set the cost of a step)")
     ap.add_argument("--smoke", action="store_true", help="2-layer random models, synthetic texts")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/finetune-rungs[-smoke].json)")
     args = ap.parse_args(argv)
@@ -145,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
         ap.error(f"unknown rung or precision: {', '.join(bad)}")
     cases = [f"{r}/{p}" if len(precisions) > 1 else r for r in rungs for p in precisions]
     n_pairs = args.batch * max(8, args.steps * args.rounds)
-    queries, passages = texts(n_pairs, args.k, args.smoke)
+    queries, passages = texts(n_pairs, args.k, args.smoke, dataset=args.dataset)
     with tempfile.TemporaryDirectory() as tmp:
         paths = tiny_models(Path(tmp)) if args.smoke else {"encoder": None, "llm": None}
         dropout = None if args.model_dropout == "none" else float(args.model_dropout)

@@ -79,8 +79,9 @@ class FinetuneConfig(Section):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="Compute precision of fine-tuning and of the hard-negative inference with its model: "
         "`bf16` autocast (fp32 master weights, adapter and optimiser state), or `fp32`. `auto`: bf16 on GPU, fp32 "
-        "on CPU. On a CPU with AVX512-BF16 or AMX, bf16 trains the encoder rung 1.95x faster "
-        "(benchmarks/finetune_rungs.py --precisions fp32,bf16); elsewhere it is emulated and slower (the stage "
+        "on CPU. On a CPU with AVX512-BF16 or AMX, bf16 trains the encoder rung 1.95x faster with long texts "
+        "(amazon-scientific's), 1.14x with short ones (amazon-toys-p5's titles) (benchmarks/finetune_rungs.py "
+        "--precisions fp32,bf16); elsewhere it is emulated and slower (the stage "
         "warns). Not in the fingerprint (of the fine-tuning or of hardneg), as `threads` is not: a carried "
         "checkpoint goes on in the precision its new machine's config gives; finetune/metrics.json lists the "
         "precisions used, hardneg's manifest the one it ran in.")
