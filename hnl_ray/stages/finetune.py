@@ -255,7 +255,7 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
 def config_part(cfg, base_path: str) -> dict:
     """What the fine-tuning's fingerprint covers: not the keys that only place or pace the work."""
     # precision is how the steps are computed, as threads are (fp32 master weights either way): a checkpoint
-    # carried to a machine without native bf16 goes on in fp32; metrics.json lists the precisions used
+    # carried to a machine without native bf16 can go on in fp32; metrics.json lists the precisions used
     keep_out = {"num_workers", "cpus_per_worker", "threads", "checkpoint_every", "max_failures", "precision"}
     return {"finetune": cfg.finetune.model_dump(mode="json", exclude=keep_out), "base_path": base_path,
             "seed": cfg.draw_seed}
@@ -284,14 +284,19 @@ def targets_digest(pairs: pa.Table) -> str:
     return h.hexdigest()[:16]
 
 
+def _recorded(history: list[dict], event: str, key: str) -> list[str]:
+    """The distinct values a history's `event` records carry under `key`, in order of first use."""
+    return list(dict.fromkeys(r[key] for r in history if r.get("event") == event))
+
+
 def supervisions(history: list[dict]) -> list[str]:
     """The teacher targets' digests (targets_digest) a run's (re)starts trained on, in order."""
-    return list(dict.fromkeys(r["teacher_pairs"] for r in history if r.get("event") == "supervision"))
+    return _recorded(history, "supervision", "teacher_pairs")
 
 
 def used_precisions(history: list[dict]) -> list[str]:
     """The compute precisions of a run's (re)starts, in order of first use."""
-    return list(dict.fromkeys(r["value"] for r in history if r.get("event") == "precision"))
+    return _recorded(history, "precision", "value")
 
 
 def run(ctx: Context) -> dict:
@@ -392,10 +397,9 @@ def carried_checkpoint(art: Artifacts, fp: str, workers: int, batch_size: int) -
     checkpoint of another config is never loaded). Its position in the epoch is a batch index into each worker's
     shard, which means the same only with the same workers and batch size (resources the fingerprint leaves out):
     with others it is refused by name."""
-    if not art.run.exists(A.FINETUNE, CARRIED, "carried.json"):
+    if not (info := carried_info(art)):
         return None
     where = art.run.uri_of(A.FINETUNE, CARRIED)
-    info = json.loads(art.run.read_text(f"{A.FINETUNE}/{CARRIED}/carried.json"))
     if info.get("fingerprint") != fp:
         log.warning("%s: a checkpoint of another fine-tuning run (fingerprint %s, this run %s): not used",
                     where, info.get("fingerprint"), fp)
