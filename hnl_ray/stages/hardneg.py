@@ -152,7 +152,7 @@ def consistency(cfg: Config, base_path: str, art: Artifacts, rows: pa.Table, ite
 
 
 def run(ctx: Context) -> dict:
-    from ..llm.models import resolve_finetune_model
+    from ..llm.models import fingerprint_name, resolve_finetune_model
 
     cfg, art = ctx.cfg, ctx.art
     ft = art.need(A.FINETUNE, "the fine-tuned adapter")
@@ -171,7 +171,8 @@ def run(ctx: Context) -> dict:
                                                                 "max_passage_tokens", "cf_tokens"})
         out = {**out, "base_control": encode_folder(
             ctx, A.HARDNEG_BASE, base_path, tuned=False,
-            part={"hardneg": h, "seed": cfg.draw_seed, "finetune": ident, "base_path": base_path},
+            part={"hardneg": h, "seed": cfg.draw_seed, "finetune": ident,
+                  "base_path": fingerprint_name(base_path)},
             inputs={"prepared": art.fingerprint(A.PREPARED), "user_profiles": art.fingerprint(A.USER_PROFILES),
                     "item_profiles": art.fingerprint(A.ITEM_PROFILES)})}
     return out
