@@ -168,15 +168,25 @@ def save(dataset: str, run_dir: str, folder: str) -> dict:
             "fingerprint": manifest.get("fingerprint"), "dataset_total_bytes": total}
 
 
-def carry(dataset: str, run_dir: str, folder: str = "finetune") -> dict:
+def carry(dataset: str, run_dir: str, folder: str = "finetune", fingerprint: str | None = None) -> dict:
     """Store the latest checkpoint of an unfinished fine-tuning (Ray Train's snapshot names it) for the next
-    machine: carried/<folder>/ with carried.json (the run's fingerprint, the step)."""
+    machine: carried/<folder>/ with carried.json (the run's fingerprint, the step). A run directory that holds
+    fine-tunings of several configs (one Ray Train run per fingerprint) needs `fingerprint` to say which."""
     src = Path(run_dir) / folder
     if (src / "manifest.json").exists():
         raise SystemExit(f"{src} is finished: store it with `save --folder {folder}` instead")
     snaps = sorted((src / "ray").glob("hnlmrec-*/checkpoint_manager_snapshot.json"), key=lambda p: p.stat().st_mtime)
     if not snaps:
         raise SystemExit(f"{src}/ray: no Ray Train run with a checkpoint")
+    found = [p.parent.name.removeprefix("hnlmrec-") for p in snaps]
+    if fingerprint is not None:
+        if fingerprint not in found:
+            raise SystemExit(f"--fingerprint {fingerprint}: no such Ray Train run in {src}/ray "
+                             f"(there: {', '.join(found)})")
+        snaps = [p for p, f in zip(snaps, found) if f == fingerprint]
+    elif len(found) > 1:  # the newest need not be the config's: never carry another config's progress silently
+        raise SystemExit(f"{src}/ray holds fine-tunings of {len(found)} configs ({', '.join(found)}): say which "
+                         "with --fingerprint (the stage's log names it: hnlmrec-<fingerprint>)")
     snap = json.loads(snaps[-1].read_text())
     latest = (snap.get("latest_checkpoint_result") or {}).get("checkpoint_dir_name")
     if not latest:
@@ -239,13 +249,14 @@ def main() -> None:
     c.add_argument("--dataset", required=True)
     c.add_argument("--run-dir", required=True)
     c.add_argument("--folder", default="finetune")
+    c.add_argument("--fingerprint", help="which fine-tuning, when the run directory holds several")
     sub.add_parser("list", help="what is stored").add_argument("--dataset", required=True)
     args = ap.parse_args()
     if args.cmd == "save":
         for folder in args.folder:
             print(json.dumps(save(args.dataset, args.run_dir, folder)))
     elif args.cmd == "carry":
-        print(json.dumps(carry(args.dataset, args.run_dir, args.folder)))
+        print(json.dumps(carry(args.dataset, args.run_dir, args.folder, args.fingerprint)))
     else:
         print("\n".join(stored(args.dataset)) or "(nothing stored)")
 
