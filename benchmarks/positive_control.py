@@ -18,16 +18,34 @@ rule on, its text rule off since look-alikes are close in text by construction):
   fails too, the pool's shape is at fault, not its items);
 * `dns`: the table's best tuned classic sampler at its chosen setting (M = 4), the reference.
 
+A second family asks whether the shop is a positive control for the *other* thing semantic knowledge can do:
+keep a user's false negatives (items they would like) out of DNS's candidates, the job of the hnlmrec sampler's
+guard. Each `guard-*` row is DNS whose uniform candidates never include the user's K flagged items (exactly: they
+are redrawn, as training positives are), M chosen on validation over {4, 8, 16, 32} (one seed per point, the
+budget the table gave DNS):
+
+* `guard-oracle` (K = 50, 5 % of the catalogue) and `guard-oracle-k10`: the user's top-K unseen items by the
+  generator's true taste weight (popularity x exp(affinity / T)): what perfect knowledge of tastes gives;
+* `guard-text`: top-K by the guard's text rule (an item's highest MiniLM cosine with one of the user's training
+  items); `guard-profile`: by the cosine with the mean of those vectors; `guard-reviews`: by the cosine with the
+  user's own reviews embedded (the reviews name the child's favourite theme): what text, without an LLM, knows;
+* `guard-random`: K random unseen items: excluding items as such, with no knowledge.
+
+Each guard row reports how many of the users' test items its flags cover (`test_items_flagged`): how much it
+knows about what the user will pick next.
+
 Same prepared data (configs/bench/pipeline/synthetic-shop.yaml), same LightGCN settings as the table, 5 CF seeds,
 model chosen on validation, test evaluated once per run; paired per-user bootstrap against `dns` (the verdict
 table's statistics). Rows are written as they finish and a re-run resumes.
 
-    python -m benchmarks.positive_control [--rows dns,oracle-lookalike,...] [--seeds 1,2,3,4,5] [--set data.KEY=V]
+    python -m benchmarks.positive_control [--rows dns,oracle-lookalike,guard-oracle,...] [--seeds 1,2,3,4,5]
+                                          [--set data.KEY=V]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import time
@@ -58,7 +76,11 @@ ORACLE_SAMPLER = {"name": "hnlmrec", "hnlmrec": {"source": "teacher", "neighbour
 ORACLES = {"oracle-lookalike": ("lookalike", 8), "oracle-sibling": ("sibling", 8), "oracle-random": ("random", 8),
            "oracle-lookalike-n2": ("lookalike", 2), "oracle-lookalike-n1": ("lookalike", 1),
            "oracle-lookalike-any": ("lookalike-any", 8), "oracle-lookalike-any-n1": ("lookalike-any", 1)}
-ROWS = ("dns", *ORACLES)
+# row -> (what flags a user's items, K): DNS never draws a user's K flagged items as candidates
+GUARDS = {"guard-oracle": ("oracle", 50), "guard-oracle-k10": ("oracle", 10), "guard-text": ("text", 50),
+          "guard-profile": ("profile", 50), "guard-reviews": ("reviews", 50), "guard-random": ("random", 50)}
+M_GRID = (4, 8, 16, 32)
+ROWS = ("dns", *ORACLES, *GUARDS)
 METRICS = ["ndcg@20", "recall@20"]
 
 
@@ -137,6 +159,79 @@ def oracle_candidates(kind: str, n: int, art: Artifacts, data: CFData, lat: Late
     return PairCandidates.from_fixed(u_tr, i_tr, mapped, data.n_items), info
 
 
+def taste_scores(kind: str, art: Artifacts, data: CFData, lat: Latent, cfg) -> np.ndarray:
+    """(users, items) score of how much a user would like an item, in prepared indices, by one source of
+    knowledge (see the module docstring); higher = likelier."""
+    from hnl_ray.data import synthetic
+
+    if kind == "oracle":
+        u_map, i_map = _id_maps(art)
+        groups = synthetic._FacetGroups(lat.cat, lat.theme, lat.age, lat.brand, lat.pop)
+        aff = synthetic._group_affinity(lat.cat_pref[u_map], lat.fav[u_map], lat.second[u_map], lat.uage[u_map],
+                                        lat.brand_pref[u_map])
+        return aff[:, groups.of_item[i_map]] / cfg.data.taste_temperature + np.log(lat.pop[i_map])[None, :]
+    if kind == "random":
+        return np.random.default_rng(0).random((data.n_users, data.n_items))
+    from hnl_ray.stages.candidates import item_text_vectors
+
+    v = item_text_vectors(art, data, "positive_control guard rows")  # unit MiniLM vectors of the item texts
+    u_tr, i_tr = data.train
+    order = np.argsort(u_tr, kind="stable")
+    bounds = np.searchsorted(u_tr[order], np.arange(data.n_users + 1))
+    out = np.full((data.n_users, data.n_items), -1.0, np.float32)
+    if kind == "reviews":
+        out[:] = user_review_vectors(art, cfg, data.n_users) @ v.T
+        return out
+    for u in range(data.n_users):
+        its = i_tr[order[bounds[u]: bounds[u + 1]]]
+        if not len(its):
+            continue
+        if kind == "text":
+            out[u] = (v[its] @ v.T).max(0)
+        else:  # profile
+            w = v[its].mean(0)
+            out[u] = v @ (w / max(float(np.linalg.norm(w)), 1e-12))
+    return out
+
+
+def user_review_vectors(art: Artifacts, cfg, n_users: int) -> np.ndarray:
+    """Each user's training reviews, joined and embedded with the pipeline's sentence model (unit vectors)."""
+    from sentence_transformers import SentenceTransformer
+
+    from hnl_ray.llm.models import resolve_sentence_model
+
+    t = art.table("train", columns=["user_idx", "review"])
+    texts = [[] for _ in range(n_users)]
+    for u, r in zip(t["user_idx"].to_pylist(), t["review"].to_pylist()):
+        texts[u].append(r or "")
+    model = SentenceTransformer(resolve_sentence_model(cfg.embed.model), device="cpu")
+    return model.encode([" ".join(x)[:2000] for x in texts], batch_size=64, normalize_embeddings=True)
+
+
+def flagged_items(kind: str, k: int, art: Artifacts, data: CFData, lat: Latent, cfg) -> tuple[PositiveSet, dict]:
+    """The training positives plus each user's top-k unseen items by `kind`'s scores, as one set that a
+    sampler's candidate draws exclude, and how many of the users' held-out items the flags cover."""
+    score = taste_scores(kind, art, data, lat, cfg).astype(np.float64)
+    u_tr, i_tr = data.train
+    score[u_tr, i_tr] = -np.inf  # already excluded: the flags are k unseen items per user
+    top = np.argpartition(-score, k, axis=1)[:, :k]
+    users = np.repeat(np.arange(data.n_users), k)
+    flags = PositiveSet(users, top.ravel(), data.n_users, data.n_items)
+    cover = {f"{split}_items_flagged": round(float(flags.contains(*getattr(data, split)).mean()), 4)
+             for split in ("valid", "test")}
+    excluded = PositiveSet(np.r_[u_tr, users], np.r_[i_tr, top.ravel()], data.n_users, data.n_items)
+    return excluded, {"kind": kind, "k": k, **cover,
+                      "flags_sha1": hashlib.sha1(np.sort(top, axis=1).tobytes()).hexdigest()[:12]}
+
+
+def guarded(trainer, excluded: PositiveSet):
+    """The trainer with its sampler's candidate draws excluding `excluded` (training positives and flags);
+    evaluation still masks only the training positives."""
+    trainer.sampler.data = copy.copy(trainer.sampler.data)
+    trainer.sampler.data.positives = excluded
+    return trainer
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", default=",".join(ROWS))
@@ -145,11 +240,11 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override the shop's pipeline config (e.g. data.n_items=4000): another run directory and "
                          "results file, and DNS's M is re-tuned on validation (one seed per point)")
-    ap.add_argument("--smoke", action="store_true", help="a 200-user shop, 2 epochs, seed 1, dns and one oracle; "
+    ap.add_argument("--smoke", action="store_true", help="a 200-user shop, 2 epochs, seed 1, dns, one oracle and one guard; "
                                                           "results under benchmarks/.work/smoke")
     args = ap.parse_args()
     if args.smoke:
-        args.rows, args.seeds = "dns,oracle-lookalike-n1", "1"
+        args.rows, args.seeds = "dns,oracle-lookalike-n1,guard-oracle", "1"
         args.set = ["data.n_users=200", "data.n_items=150", "train.optim.epochs=2"]
     names = args.rows.split(",")
     if unknown := [n for n in names if n not in ROWS]:
@@ -181,10 +276,33 @@ def main() -> None:
         m = int(max(sweep, key=sweep.get))
     dns_train = row_train(bench, bench.rows["dns"], {"sampler.candidates": m, **(
         {"optim.epochs": 2, "eval.every": 1} if args.smoke else {})})
+    guard_sweep: dict[str, dict] = old.get("guard_sweep", {})
     for name in names:
         over = dns_train.model_dump(mode="json", exclude={"runs"})
-        parts = None
-        if name != "dns":
+        parts = excluded = None
+        if name in GUARDS:
+            if GUARDS[name][0] in ("text", "profile", "reviews"):
+                run_pipeline(cfg, only="profiles")
+                run_pipeline(cfg, only="embed")
+            excluded, info[name] = flagged_items(*GUARDS[name], art, data, lat, cfg)
+            sw = guard_sweep.setdefault(name, {})
+            if sw.get("flags_sha1") != info[name]["flags_sha1"]:
+                sw.clear()
+                sw["flags_sha1"] = info[name]["flags_sha1"]
+            for point in ((4,) if args.smoke else M_GRID):  # M chosen on validation, as DNS's was
+                if str(point) not in sw:
+                    folder = f"pc-{name}-sweep-m{point}"
+                    art.run.delete(art.cf_folder(folder))
+                    tr = dns_train.model_validate(deep_merge(over, {"sampler": {"candidates": point}}))
+                    res = guarded(build_run(tr, art, data, art.cf_run(folder), folder, 1, progress=False),
+                                  excluded).fit(evaluate_test=False)
+                    sw[str(point)] = res["valid"][bench.train["eval"]["metric"]]
+                    console.print(f"{name} sweep M {point}: valid {sw[str(point)]:.4f}")
+                    _write(out, runs, info, {"data_overrides": args.set, "dns_sweep": sweep,
+                                             "guard_sweep": guard_sweep})
+            best = max((p for p in sw if p != "flags_sha1"), key=lambda p: sw[p])
+            over = deep_merge(over, {"sampler": {"candidates": int(best)}})
+        elif name != "dns":
             kind, n = ORACLES[name]
             over = deep_merge(over, {"sampler": deep_merge(ORACLE_SAMPLER, {"hnlmrec": {"neighbours": n,
                                                                                        "uniform": m}})})
@@ -195,13 +313,15 @@ def main() -> None:
         for seed in seeds:
             key = f"{name}@{seed}"
             folder = f"pc-{name}-s{seed}"
-            lists = info[name]["lists_sha1"] if name != "dns" else None
+            lists = info[name].get("lists_sha1", info[name].get("flags_sha1")) if name != "dns" else None
             if key in runs and runs[key]["setting"] == over and runs[key].get("lists_sha1") == lists and \
                     art.run.exists(art.cf_folder(folder), "per_user_test.parquet"):
                 continue  # (a fresh machine has the figures but not the per-user results: it runs them again)
             art.run.delete(art.cf_folder(folder))
             t0 = time.perf_counter()
             trainer = build_run(tcfg, art, data, art.cf_run(folder), folder, seed, progress=False, semantic=parts)
+            if excluded is not None:
+                guarded(trainer, excluded)
             res = trainer.fit()
             log = [r["sampler"] for r in art.cf_log(folder) or [] if "sampler" in r]
             runs[key] = {"row": name, "seed": seed, "setting": over, "run": folder, "lists_sha1": lists,
@@ -210,8 +330,9 @@ def main() -> None:
                          "wall_s": round(time.perf_counter() - t0, 1), "commit": commit()}
             console.print(f"{key}: valid N@20 {res['valid']['ndcg@20']:.4f}  test N@20 {res['test']['ndcg@20']:.4f}"
                           + (f"  neighbour picks {log[-1].get('neighbour_pick_share', 0):.3f}" if log else ""))
-            _write(out, runs, info, {"data_overrides": args.set, "dns_sweep": sweep})
-    _write(out, runs, info, {"data_overrides": args.set, "dns_sweep": sweep}, art=art, boot=bench.bootstrap)
+            _write(out, runs, info, {"data_overrides": args.set, "dns_sweep": sweep, "guard_sweep": guard_sweep})
+    _write(out, runs, info, {"data_overrides": args.set, "dns_sweep": sweep, "guard_sweep": guard_sweep}, art=art,
+           boot=bench.bootstrap)
     console.print(f"wrote {out.relative_to(ROOT)}")
 
 
