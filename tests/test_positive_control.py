@@ -57,3 +57,37 @@ def test_items_missing_from_the_prepared_data_are_skipped_before_the_first_n_are
                 assert row_some[: len(keep)].tolist() == keep
         else:
             assert ((some >= 0).sum(1) == 4).all() and (full >= 0).sum() == (some >= 0).sum()
+
+
+def test_guard_flags_know_tastes_and_the_guarded_sampler_never_draws_them(ray_session, tmp_path):
+    """The guard rows' flags: k unseen items per user; the generator's true tastes cover more of the held-out
+    items than random flags; a guarded trainer's candidate draws avoid the flags and the training positives."""
+    from benchmarks.positive_control import BENCH, flagged_items, guarded
+    from benchmarks.verdict.config import load_bench, row_train
+    from hnl_ray.artifacts import Artifacts
+    from hnl_ray.config import load_config
+    from hnl_ray.stages import run_stage
+    from hnl_ray.stages.train import build_run
+
+    bench, base = load_bench(BENCH)
+    cfg = load_config(base / bench.config, [*bench.sets, "data.n_users=150", "data.n_items=120"],
+                      run_dir=str(tmp_path))
+    run_stage("prepare", cfg)
+    art = Artifacts(str(tmp_path))
+    data = art.cf_data()
+    lat = latent(cfg.data, cfg.seed)
+    k = 10
+    oracle, info = flagged_items("oracle", k, art, data, lat, cfg)
+    _, rand = flagged_items("random", k, art, data, lat, cfg)
+    assert info["test_items_flagged"] > rand["test_items_flagged"] + 0.1
+    u_tr, i_tr = data.train
+    assert oracle.contains(u_tr, i_tr).all()
+    everything = np.repeat(np.arange(data.n_users), data.n_items), np.tile(np.arange(data.n_items), data.n_users)
+    per_user = np.bincount(everything[0][oracle.contains(*everything)], minlength=data.n_users)
+    assert (per_user == np.bincount(u_tr, minlength=data.n_users) + k).all()  # distinct train items here
+    trainer = guarded(build_run(row_train(bench, bench.rows["dns"]), art, data, art.cf_run("g"), "g", 1,
+                                progress=False), oracle)
+    users = np.repeat(np.arange(data.n_users), 20)
+    drawn = trainer.sampler._uniform(users, 8)
+    assert not oracle.contains(np.repeat(users, 8), drawn.ravel()).any()
+    assert trainer.data.positives is data.positives  # evaluation still masks only the training positives

@@ -144,6 +144,10 @@ def test_a_table_without_a_reference_row_stays_out_of_datasets(tmp_path):
     assert json.loads(p.read_text()) == {"datasets": {}, "pending": {"t": {"best_classic": None, "rows": {}}}}
     report.merge_json(p, "t", {"best_classic": "u", "rows": {"u": {}}})
     assert json.loads(p.read_text()) == {"datasets": {"t": {"best_classic": "u", "rows": {"u": {}}}}}
+    # a regenerated table keeps its place among the others, so the file's diff shows only what changed
+    report.merge_json(p, "z", {"best_classic": "u", "rows": {}})
+    report.merge_json(p, "t", {"best_classic": "u", "rows": {"v": {}}})
+    assert list(json.loads(p.read_text())["datasets"]) == ["t", "z"]
 
 
 def test_every_shipped_bench_config_validates():

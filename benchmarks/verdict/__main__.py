@@ -94,10 +94,13 @@ def run(bench, here: Path, run_dir: str, out: Path, command: str, args: argparse
     diag = not args.no_diagnostics and bench.diagnostics.false_negatives and finished
     text = table.item_text_vectors(cfg, run_, bench.diagnostics.text_model) if diag else None
     res = analysis.analyse(bench, run_, records, text, diagnostics=diag)
-    done = len(res["rows"])
-    progress = {"rows_done": done, "rows_total": len(table.table_rows(bench)), "not_run": res["not_run"],
-                "stages": table.stage_progress(bench, cfg, run_),
-                "as_of": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    done, total = len(res["rows"]), len(table.table_rows(bench))
+    # a finished table is dated by its last row and lists no stages (a --report-only run prepares only the data)
+    ends = [r["finished_at"] for r in records.values() if r.get("finished_at")]
+    as_of = (max(ends).replace("T", " ")[:16] + " UTC" if done == total and ends
+             else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    progress = {"rows_done": done, "rows_total": total, "not_run": res["not_run"],
+                "stages": table.stage_progress(bench, cfg, run_) if done < total else {}, "as_of": as_of}
     out.mkdir(parents=True, exist_ok=True)
     plot_name = None
     if res["rows"]:

@@ -32,9 +32,11 @@ def merge_json(path: Path, dataset: str, entry: dict) -> None:
     """The dataset's entry under `datasets`; a table without a finished classic row (no reference yet) goes under
     `pending` instead, so `datasets` only ever holds tables with figures."""
     data = json.loads(path.read_text()) if path.exists() else {}
-    data.setdefault("datasets", {}).pop(dataset, None)
-    data.setdefault("pending", {}).pop(dataset, None)
-    data["datasets" if entry["best_classic"] else "pending"][dataset] = entry
+    target = "datasets" if entry["best_classic"] else "pending"
+    for key in ("datasets", "pending"):
+        if key != target:
+            data.setdefault(key, {}).pop(dataset, None)
+    data.setdefault(target, {})[dataset] = entry  # in its place when it was there: diffs show what changed
     if not data["pending"]:
         data.pop("pending")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -235,7 +235,8 @@ def run_rows(bench: BenchConfig, here: Path, run_dir: str, only: list[str] | Non
         prev = run.read_json(f"bench/rows/{name}.json") if run.exists("bench/rows", f"{name}.json") else {}
         if prev.get("config") == rec["config"] and all(s["skipped"] for s in rec["seeds"].values()):
             rec["commit"] = prev.get("commit", commit)  # nothing re-ran: the commit that produced the figures
-        rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+            rec["finished_at"] = prev.get("finished_at")  # and when it did
+        rec["finished_at"] = rec.get("finished_at") or time.strftime("%Y-%m-%dT%H:%M:%S")
         run.write_json(f"bench/rows/{name}.json", rec)
         records[name] = rec
         if diagnostics and bench.diagnostics.false_negatives:
@@ -326,7 +327,8 @@ def run_draw(bench: BenchConfig, here: Path, run_dir: str, draw: int, records: d
         prev = run.read_json(f"bench/rows/{tname}.json") if run.exists("bench/rows", f"{tname}.json") else {}
         if prev.get("config") == rec["config"] and all(s["skipped"] for s in rec["seeds"].values()):
             rec["commit"] = prev.get("commit", commit)
-        rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+            rec["finished_at"] = prev.get("finished_at")  # and when it did
+        rec["finished_at"] = rec.get("finished_at") or time.strftime("%Y-%m-%dT%H:%M:%S")
         run.write_json(f"bench/rows/{tname}.json", rec)
         out[tname] = rec
         if diagnostics and bench.diagnostics.false_negatives:
