@@ -25,11 +25,14 @@ are redrawn, as training positives are), M chosen on validation over {4, 8, 16, 
 budget the table gave DNS):
 
 * `guard-oracle` (K = 50, 5 % of the catalogue) and `guard-oracle-k10`: the user's top-K unseen items by the
-  generator's true taste weight (popularity x exp(affinity / T)): what perfect knowledge of tastes gives;
+  generator's true draw weight (popularity x exp(affinity / T)): what perfect knowledge of tastes gives;
+  `guard-oracle-affinity`: by exp(affinity / T) alone, the tastes without the items' popularity;
 * `guard-text`: top-K by the guard's text rule (an item's highest MiniLM cosine with one of the user's training
   items); `guard-profile`: by the cosine with the mean of those vectors; `guard-reviews`: by the cosine with the
-  user's own reviews embedded (the reviews name the child's favourite theme): what text, without an LLM, knows;
-* `guard-random`: K random unseen items: excluding items as such, with no knowledge.
+  mean of the user's reviews, each embedded (they name the child's favourite theme): what MiniLM text, without an
+  LLM, knows;
+* `guard-popular`: the K most-bought unseen items, the same for everyone: popularity without tastes (the oracle's
+  weight holds popularity too); `guard-random`: K random unseen items: excluding items as such, no knowledge.
 
 Each guard row reports how many of the users' test items its flags cover (`test_items_flagged`): how much it
 knows about what the user will pick next.
@@ -77,8 +80,9 @@ ORACLES = {"oracle-lookalike": ("lookalike", 8), "oracle-sibling": ("sibling", 8
            "oracle-lookalike-n2": ("lookalike", 2), "oracle-lookalike-n1": ("lookalike", 1),
            "oracle-lookalike-any": ("lookalike-any", 8), "oracle-lookalike-any-n1": ("lookalike-any", 1)}
 # row -> (what flags a user's items, K): DNS never draws a user's K flagged items as candidates
-GUARDS = {"guard-oracle": ("oracle", 50), "guard-oracle-k10": ("oracle", 10), "guard-text": ("text", 50),
-          "guard-profile": ("profile", 50), "guard-reviews": ("reviews", 50), "guard-random": ("random", 50)}
+GUARDS = {"guard-oracle": ("oracle", 50), "guard-oracle-k10": ("oracle", 10),
+          "guard-oracle-affinity": ("affinity", 50), "guard-text": ("text", 50), "guard-profile": ("profile", 50),
+          "guard-reviews": ("reviews", 50), "guard-popular": ("popular", 50), "guard-random": ("random", 50)}
 M_GRID = (4, 8, 16, 32)
 ROWS = ("dns", *ORACLES, *GUARDS)
 METRICS = ["ndcg@20", "recall@20"]
@@ -164,14 +168,17 @@ def taste_scores(kind: str, art: Artifacts, data: CFData, lat: Latent, cfg) -> n
     knowledge (see the module docstring); higher = likelier."""
     from hnl_ray.data import synthetic
 
-    if kind == "oracle":
+    if kind in ("oracle", "affinity"):
         u_map, i_map = _id_maps(art)
         groups = synthetic._FacetGroups(lat.cat, lat.theme, lat.age, lat.brand, lat.pop)
         aff = synthetic._group_affinity(lat.cat_pref[u_map], lat.fav[u_map], lat.second[u_map], lat.uage[u_map],
-                                        lat.brand_pref[u_map])
-        return aff[:, groups.of_item[i_map]] / cfg.data.taste_temperature + np.log(lat.pop[i_map])[None, :]
+                                        lat.brand_pref[u_map])[:, groups.of_item[i_map]]
+        # oracle: the generator's draw weight; affinity: the tastes alone, without the items' popularity
+        return aff / cfg.data.taste_temperature + (np.log(lat.pop[i_map])[None, :] if kind == "oracle" else 0.0)
     if kind == "random":
         return np.random.default_rng(0).random((data.n_users, data.n_items))
+    if kind == "popular":  # the same most-bought items for everyone: no taste, all popularity
+        return np.repeat(np.log1p(data.item_counts.astype(np.float64))[None, :], data.n_users, axis=0)
     from hnl_ray.stages.candidates import item_text_vectors
 
     v = item_text_vectors(art, data, "positive_control guard rows")  # unit MiniLM vectors of the item texts
@@ -195,38 +202,54 @@ def taste_scores(kind: str, art: Artifacts, data: CFData, lat: Latent, cfg) -> n
 
 
 def user_review_vectors(art: Artifacts, cfg, n_users: int) -> np.ndarray:
-    """Each user's training reviews, joined and embedded with the pipeline's sentence model (unit vectors)."""
+    """The mean of each user's training reviews, each embedded on its own with the pipeline's sentence model
+    (so no review is cut off by the model's token limit), as unit vectors."""
     from sentence_transformers import SentenceTransformer
 
     from hnl_ray.llm.models import resolve_sentence_model
 
     t = art.table("train", columns=["user_idx", "review"])
-    texts = [[] for _ in range(n_users)]
-    for u, r in zip(t["user_idx"].to_pylist(), t["review"].to_pylist()):
-        texts[u].append(r or "")
+    users = t["user_idx"].to_numpy()
+    texts = [r or "" for r in t["review"].to_pylist()]
+    distinct, back = np.unique(np.array(texts, dtype=object), return_inverse=True)  # templated: few distinct
     model = SentenceTransformer(resolve_sentence_model(cfg.embed.model), device="cpu")
-    return model.encode([" ".join(x)[:2000] for x in texts], batch_size=64, normalize_embeddings=True)
+    vec = model.encode(list(distinct), batch_size=64, normalize_embeddings=True)[back]
+    out = np.zeros((n_users, vec.shape[1]), np.float32)
+    np.add.at(out, users, vec)
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
 def flagged_items(kind: str, k: int, art: Artifacts, data: CFData, lat: Latent, cfg) -> tuple[PositiveSet, dict]:
     """The training positives plus each user's top-k unseen items by `kind`'s scores, as one set that a
     sampler's candidate draws exclude, and how many of the users' held-out items the flags cover."""
+    if not 0 < k < data.n_items:
+        raise SystemExit(f"guard rows: K = {k} flags per user needs 0 < K < the {data.n_items} items")
     score = taste_scores(kind, art, data, lat, cfg).astype(np.float64)
     u_tr, i_tr = data.train
     score[u_tr, i_tr] = -np.inf  # already excluded: the flags are k unseen items per user
-    top = np.argpartition(-score, k, axis=1)[:, :k]
-    users = np.repeat(np.arange(data.n_users), k)
-    flags = PositiveSet(users, top.ravel(), data.n_users, data.n_items)
+    top = np.argpartition(-score, k - 1, axis=1)[:, :k]
+    # a user with few unseen items keeps at least one to draw: k_u = min(k, unseen - 1) flags, the best-scored
+    unseen = data.n_items - np.bincount(u_tr, minlength=data.n_users)
+    rank = np.argsort(np.argsort(-np.take_along_axis(score, top, 1), axis=1), axis=1)
+    keep = rank < np.minimum(k, unseen - 1)[:, None]
+    users = np.repeat(np.arange(data.n_users), k).reshape(top.shape)[keep]
+    top_items = top[keep]
+    flags = PositiveSet(users, top_items, data.n_users, data.n_items)
     cover = {f"{split}_items_flagged": round(float(flags.contains(*getattr(data, split)).mean()), 4)
              for split in ("valid", "test")}
-    excluded = PositiveSet(np.r_[u_tr, users], np.r_[i_tr, top.ravel()], data.n_users, data.n_items)
-    return excluded, {"kind": kind, "k": k, **cover,
-                      "flags_sha1": hashlib.sha1(np.sort(top, axis=1).tobytes()).hexdigest()[:12]}
+    excluded = PositiveSet(np.r_[u_tr, users], np.r_[i_tr, top_items], data.n_users, data.n_items)
+    order = np.lexsort((top_items, users))
+    return excluded, {"kind": kind, "k": k, **cover, "flags_per_user": round(len(users) / data.n_users, 2),
+                      "flags_sha1": hashlib.sha1(np.c_[users[order], top_items[order]].tobytes()).hexdigest()[:12]}
 
 
 def guarded(trainer, excluded: PositiveSet):
     """The trainer with its sampler's candidate draws excluding `excluded` (training positives and flags);
-    evaluation still masks only the training positives."""
+    evaluation still masks only the training positives. For DNS: a wrapping sampler keeps its own base's data."""
+    from hnl_ray.cf.samplers import DNSSampler
+
+    if not isinstance(trainer.sampler, DNSSampler):
+        raise TypeError(f"guard rows run DNS, not {type(trainer.sampler).__name__}")
     trainer.sampler.data = copy.copy(trainer.sampler.data)
     trainer.sampler.data.positives = excluded
     return trainer
@@ -277,6 +300,7 @@ def main() -> None:
     dns_train = row_train(bench, bench.rows["dns"], {"sampler.candidates": m, **(
         {"optim.epochs": 2, "eval.every": 1} if args.smoke else {})})
     guard_sweep: dict[str, dict] = old.get("guard_sweep", {})
+    current: dict[str, tuple] = {}  # row -> (setting, lists) as run now: older runs of the row are left out
     for name in names:
         over = dns_train.model_dump(mode="json", exclude={"runs"})
         parts = excluded = None
@@ -286,9 +310,11 @@ def main() -> None:
                 run_pipeline(cfg, only="embed")
             excluded, info[name] = flagged_items(*GUARDS[name], art, data, lat, cfg)
             sw = guard_sweep.setdefault(name, {})
-            if sw.get("flags_sha1") != info[name]["flags_sha1"]:
+            # the sweep is redone when the flags or the shared CF settings change
+            key = hashlib.sha1(json.dumps([info[name]["flags_sha1"], over], sort_keys=True).encode()).hexdigest()[:12]
+            if sw.get("key") != key:
                 sw.clear()
-                sw["flags_sha1"] = info[name]["flags_sha1"]
+                sw["key"] = key
             for point in ((4,) if args.smoke else M_GRID):  # M chosen on validation, as DNS's was
                 if str(point) not in sw:
                     folder = f"pc-{name}-sweep-m{point}"
@@ -299,8 +325,8 @@ def main() -> None:
                     sw[str(point)] = res["valid"][bench.train["eval"]["metric"]]
                     console.print(f"{name} sweep M {point}: valid {sw[str(point)]:.4f}")
                     _write(out, runs, info, {"data_overrides": args.set, "dns_sweep": sweep,
-                                             "guard_sweep": guard_sweep})
-            best = max((p for p in sw if p != "flags_sha1"), key=lambda p: sw[p])
+                                             "guard_sweep": guard_sweep}, current=current)
+            best = max((p for p in sw if p != "key"), key=lambda p: sw[p])
             over = deep_merge(over, {"sampler": {"candidates": int(best)}})
         elif name != "dns":
             kind, n = ORACLES[name]
@@ -310,10 +336,11 @@ def main() -> None:
             describe = {"source": name, **info[name]}
             parts = SemanticParts(lambda s, c=cands: s.attach(c, None), [], [], [], describe)
         tcfg = dns_train.model_validate(over)
+        lists = info[name].get("lists_sha1", info[name].get("flags_sha1")) if name != "dns" else None
+        current[name] = (over, lists)
         for seed in seeds:
             key = f"{name}@{seed}"
             folder = f"pc-{name}-s{seed}"
-            lists = info[name].get("lists_sha1", info[name].get("flags_sha1")) if name != "dns" else None
             if key in runs and runs[key]["setting"] == over and runs[key].get("lists_sha1") == lists and \
                     art.run.exists(art.cf_folder(folder), "per_user_test.parquet"):
                 continue  # (a fresh machine has the figures but not the per-user results: it runs them again)
@@ -330,26 +357,38 @@ def main() -> None:
                          "wall_s": round(time.perf_counter() - t0, 1), "commit": commit()}
             console.print(f"{key}: valid N@20 {res['valid']['ndcg@20']:.4f}  test N@20 {res['test']['ndcg@20']:.4f}"
                           + (f"  neighbour picks {log[-1].get('neighbour_pick_share', 0):.3f}" if log else ""))
-            _write(out, runs, info, {"data_overrides": args.set, "dns_sweep": sweep, "guard_sweep": guard_sweep})
+            _write(out, runs, info, {"data_overrides": args.set, "dns_sweep": sweep, "guard_sweep": guard_sweep},
+                   current=current)
     _write(out, runs, info, {"data_overrides": args.set, "dns_sweep": sweep, "guard_sweep": guard_sweep}, art=art,
-           boot=bench.bootstrap)
+           boot=bench.bootstrap, current=current)
     console.print(f"wrote {out.relative_to(ROOT)}")
 
 
-def _write(out, runs: dict, info: dict, extra: dict, art: Artifacts | None = None, boot=None) -> None:
+def _write(out, runs: dict, info: dict, extra: dict, art: Artifacts | None = None, boot=None,
+           current: dict | None = None) -> None:
+    """The rows' statistics over their seed runs; a row run in this invocation counts only its runs at the
+    current setting and candidate lists (a seed not redone after a change is left out, never mixed in)."""
+    current = current or {}
+
+    def of(name: str) -> list[dict]:
+        mine = [r for r in runs.values() if r["row"] == name]  # every seed run so far
+        if name in current:
+            mine = [r for r in mine if (r["setting"], r.get("lists_sha1")) == current[name]]
+        return mine
+
     rows = {}
     for name in ROWS:
-        mine = [r for r in runs.values() if r["row"] == name]  # every seed run so far
+        mine = of(name)
         if not mine:
             continue
         rows[name] = {"seeds": len(mine), **{f"{split} {m}": stats.mean_sd([r[split][m] for r in mine])
                                              for split in ("valid", "test") for m in METRICS}}
     if art is not None and "dns" in rows:
-        ref = per_user(art.run, {"seeds": {r["seed"]: r for r in runs.values() if r["row"] == "dns"}}, METRICS)
+        ref = per_user(art.run, {"seeds": {r["seed"]: r for r in of("dns")}}, METRICS)
         for name in rows:
             if name == "dns":
                 continue
-            mine = per_user(art.run, {"seeds": {r["seed"]: r for r in runs.values() if r["row"] == name}}, METRICS)
+            mine = per_user(art.run, {"seeds": {r["seed"]: r for r in of(name)}}, METRICS)
             for m in METRICS:
                 a, b = stats.align(mine[0], mine[1][m], ref[0], ref[1][m])
                 ci = stats.paired_bootstrap(a, b, resamples=boot.resamples, level=boot.level, seed=boot.seed)

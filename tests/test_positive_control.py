@@ -1,6 +1,7 @@
 """The positive-control benchmark's oracle: its lists hold exactly what they claim (pure logic, no training)."""
 
 import numpy as np
+import pytest
 
 from benchmarks.positive_control import oracle_lists
 from hnl_ray.cf.data import PositiveSet
@@ -85,6 +86,12 @@ def test_guard_flags_know_tastes_and_the_guarded_sampler_never_draws_them(ray_se
     everything = np.repeat(np.arange(data.n_users), data.n_items), np.tile(np.arange(data.n_items), data.n_users)
     per_user = np.bincount(everything[0][oracle.contains(*everything)], minlength=data.n_users)
     assert (per_user == np.bincount(u_tr, minlength=data.n_users) + k).all()  # distinct train items here
+    # K near the catalogue: every user keeps an unseen item to draw; K >= the catalogue is refused
+    crowded, _ = flagged_items("random", data.n_items - 1, art, data, lat, cfg)
+    left = data.n_items - np.bincount(everything[0][crowded.contains(*everything)], minlength=data.n_users)
+    assert (left == 1).all()
+    with pytest.raises(SystemExit, match="0 < K <"):
+        flagged_items("random", data.n_items, art, data, lat, cfg)
     trainer = guarded(build_run(row_train(bench, bench.rows["dns"]), art, data, art.cf_run("g"), "g", 1,
                                 progress=False), oracle)
     users = np.repeat(np.arange(data.n_users), 20)

