@@ -182,15 +182,13 @@ def taste_scores(kind: str, art: Artifacts, data: CFData, lat: Latent, cfg) -> n
     from hnl_ray.stages.candidates import item_text_vectors
 
     v = item_text_vectors(art, data, "positive_control guard rows")  # unit MiniLM vectors of the item texts
-    u_tr, i_tr = data.train
-    order = np.argsort(u_tr, kind="stable")
-    bounds = np.searchsorted(u_tr[order], np.arange(data.n_users + 1))
-    out = np.full((data.n_users, data.n_items), -1.0, np.float32)
     if kind == "reviews":
-        out[:] = user_review_vectors(art, cfg, data.n_users) @ v.T
-        return out
+        return (user_review_vectors(art, cfg, data.n_users) @ v.T).astype(np.float32)
+    # the guard's text rule (cf.neighbours.max_text_similarity) for every (user, item) at once: one product per user
+    indptr, indices = data.train_csr
+    out = np.full((data.n_users, data.n_items), -1.0, np.float32)
     for u in range(data.n_users):
-        its = i_tr[order[bounds[u]: bounds[u + 1]]]
+        its = indices[indptr[u]: indptr[u + 1]]
         if not len(its):
             continue
         if kind == "text":
