@@ -142,10 +142,18 @@ def test_s3_run_killed_mid_finetune_resumes_to_the_uninterrupted_outputs(s3, tin
     for folder in UPSTREAM:  # not rewritten: byte-identical manifests (finished_at included)
         assert after[folder] == before[folder], folder
     metrics = json.loads(_read(fs, f"{root}/finetune/metrics.json"))
-    assert metrics["resumed"] == 1, metrics
     log_rows = [json.loads(x) for x in _read(fs, f"{root}/finetune/log.jsonl").decode().splitlines()]
     resumed_at = [r["step"] for r in log_rows if r.get("event") == "resumed"]
-    assert len(resumed_at) == 1 and 2 <= resumed_at[0] < 16 and metrics["steps"] == 16, (resumed_at, metrics)
+    # The re-run resumes once, from the killed run's checkpoint. A later resume is Ray Train's FailureConfig
+    # restarting a failed worker group from a newer checkpoint (seen once on CI: resumed 2): allowed only where
+    # the logs show that retry, and it must not change what is trained (the adapter check below).
+    logs = (tmp_path / "killed.log").read_text(errors="replace") + again.stdout + again.stderr
+    retries = logs.count("[FailurePolicy] RETRY")
+    assert metrics["resumed"] == len(resumed_at) >= 1 and 2 <= resumed_at[0] < 16 and metrics["steps"] == 16, \
+        (resumed_at, metrics)
+    assert resumed_at == sorted(resumed_at) and len(resumed_at) - 1 <= retries, (resumed_at, retries, logs[-3000:])
+    if retries:
+        print(f"\n[s3] Ray Train retried {retries} worker-group failure(s); resumed at steps {resumed_at}")
 
     # 4. The outputs against the uninterrupted run's. The generation and embedding stages are deterministic:
     # their data files are byte-identical. Training (the CF teacher, fine-tuning, the CF runs) is compared by what

@@ -256,6 +256,17 @@ def test_an_unfinished_finetune_is_carried_to_a_fresh_run_directory(tmp_path, mo
                                                                  "from": "checkpoint_b",
                                                                  "teacher_pairs": targets_digest(pairs)}
     assert artifacts.seed_run("ds", fresh) == []  # already there
+    # --report-only on a fresh clone seeds it too, so the progress line reads the carried step
+    from benchmarks.verdict.table import kept_records, stage_progress
+    from hnl_ray.config import load_config
+
+    bench = BenchConfig.model_validate({"dataset": "ds", "config": None, "rows": {"uniform": {}},
+                                        "stages": ["finetune"]})
+    said = []
+    assert kept_records(bench, tmp_path, str(tmp_path / "clone"), say=said.append) == {}  # no finished rows
+    assert said == ["seeded from benchmarks/artifacts/ds: finetune (carried checkpoint, step 6)"]
+    assert stage_progress(bench, load_config(None, []), RunDir(str(tmp_path / "clone")))["finetune"].startswith(
+        "step 6 of")
     # a second config's fine-tuning in the same run directory, newer: carry asks which, then takes that one
     other = tmp_path / "run" / "finetune" / "ray" / "hnlmrec-fp2"
     (other / "checkpoint_c").mkdir(parents=True)

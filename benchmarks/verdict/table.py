@@ -165,10 +165,14 @@ def _parse(text: str) -> Any:
 def kept_records(bench: BenchConfig, here: Path, run_dir: str, say: Callable[[str], None] = print
                  ) -> dict[str, dict]:
     """The finished rows' records without training (`--report-only`): on a fresh machine the kept results are
-    seeded first and the data prepared (the groups need it), so the tables regenerate from a clean checkout."""
+    seeded first and the data prepared (the groups need it), so the tables regenerate from a clean checkout. The
+    stored stage folders are seeded too (copies only): an unfinished table's progress line then reads the stored
+    stages, a carried fine-tuning's step included, as a full run would."""
     from hnl_ray.pipeline import run_pipeline
 
     run = RunDir(run_dir)
+    if copied := artifacts.seed_run(bench.dataset, run):
+        say(f"seeded from benchmarks/artifacts/{bench.dataset}: {', '.join(copied)}")
     if kept := artifacts.seed_results(bench.dataset, run):
         say(f"seeded {kept} files of finished rows from benchmarks/artifacts/{bench.dataset}/results")
     records = {n: run.read_json(f"bench/rows/{n}.json") for n in table_rows(bench)
