@@ -270,13 +270,17 @@ def test_an_unfinished_finetune_is_carried_to_a_fresh_run_directory(tmp_path, mo
     # a second config's fine-tuning in the same run directory, newer: carry asks which, then takes that one
     other = tmp_path / "run" / "finetune" / "ray" / "hnlmrec-fp2"
     (other / "checkpoint_c").mkdir(parents=True)
-    (other / "checkpoint_c" / "state.json").write_text(json.dumps({"step": 2}))
+    (other / "checkpoint_c" / "state.json").write_text(json.dumps(
+        {"step": 2, "history": [{"event": "supervision", "step": 0, "teacher_pairs": "d-of-fp2"}]}))
     (other / "checkpoint_manager_snapshot.json").write_text(json.dumps(
         {"latest_checkpoint_result": {"checkpoint_dir_name": "checkpoint_c"}}))
     with pytest.raises(SystemExit, match=r"2 configs \(fp1, fp2\).*--fingerprint"):
         artifacts.carry("ds", str(tmp_path / "run"))
     with pytest.raises(SystemExit, match="no such Ray Train run"):
         artifacts.carry("ds", str(tmp_path / "run"), fingerprint="fp9")
+    assert artifacts.carry("ds", str(tmp_path / "run"), fingerprint="fp2")["step"] == 2
+    # the digest its own checkpoint records, not the run directory's current teacher targets
+    assert json.loads((tmp_path / "store/ds/carried/finetune/carried.json").read_text())["teacher_pairs"] == "d-of-fp2"
     assert artifacts.carry("ds", str(tmp_path / "run"), fingerprint="fp1")["step"] == 6
     fresh.write_text("finetune/manifest.json", "{}")
     fresh.delete("finetune", "carried")

@@ -193,7 +193,8 @@ def carry(dataset: str, run_dir: str, folder: str = "finetune", fingerprint: str
         raise SystemExit(f"{snaps[-1]}: no checkpoint reported yet")
     ck = snaps[-1].parent / latest
     fp = snaps[-1].parent.name.removeprefix("hnlmrec-")
-    step = json.loads((ck / "state.json").read_text())["step"]
+    state = json.loads((ck / "state.json").read_text())
+    step = state["step"]
     dst = STORE / dataset / CARRIED / folder
     others = _store_bytes(dataset, dst)
     files = sorted(p for p in ck.iterdir() if p.is_file())
@@ -204,8 +205,12 @@ def carry(dataset: str, run_dir: str, folder: str = "finetune", fingerprint: str
     dst.mkdir(parents=True)
     for f in files:
         _write_limited(dst / f.name, f.read_bytes())
-    # which teacher targets it trained on: the next machine's stage compares them with its own
-    digest = carried_digest(Path(run_dir))
+    # which teacher targets it trained on: the next machine's stage compares them with its own. The checkpoint's
+    # own record first (the run directory's current targets may be another config's); runs begun before the
+    # record existed fall back to the run directory's.
+    from hnl_ray.stages.finetune import supervisions
+
+    digest = (supervisions(state.get("history") or []) or [None])[-1] or carried_digest(Path(run_dir))
     (dst / "carried.json").write_text(json.dumps({"fingerprint": fp, "step": step, "from": latest,
                                                   **({"teacher_pairs": digest} if digest else {})}) + "\n")
     return {"folder": folder, "step": step, "fingerprint": fp, "bytes": total - others, "dataset_total_bytes": total}
