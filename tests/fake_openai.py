@@ -29,7 +29,7 @@ MODES = {
     "429": lambda u, n: (429, {"Retry-After": "1"}, b'{"error": "slow down"}', 0) if n == 0 else ok(u, n),
     "500_then_ok": lambda u, n: (500, {}, b"oops", 0) if n == 0 else ok(u, n),
     "html": lambda u, n: (200, {"Content-Type": "text/html"}, b"<html><body>Bad gateway</body></html>", 0),
-    "hang_then_ok": lambda u, n: (200, {}, completion(GOOD), 5) if n == 0 else ok(u, n),
+    "hang_then_ok": lambda u, n: (200, {}, completion(GOOD), 15) if n == 0 else ok(u, n),
     "truncated_body": lambda u, n: (200, {}, completion(GOOD)[:25], 0) if n == 0 else ok(u, n),
     "cut_off": lambda u, n: (200, {}, completion(CUT, "length"), 0),
     "cut_then_ok": lambda u, n: (200, {}, completion(CUT, "length"), 0) if n == 0 else ok(u, n),

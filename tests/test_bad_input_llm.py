@@ -31,7 +31,7 @@ def rows(n):
 
 def llm(url, *more):
     return load_config(sets=["llm.engine=http", f"llm.http.url={url}", "llm.http.max_retries=2",
-                             "llm.http.retry_wait_s=0.05", "llm.http.timeout_s=1", "llm.retries=1",
+                             "llm.http.retry_wait_s=0.05", "llm.http.timeout_s=3", "llm.retries=1",
                              "llm.batch_size=4", "llm.shard_rows=4", "llm.max_failure_share=0.5", *more]).llm
 
 
