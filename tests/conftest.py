@@ -13,6 +13,9 @@ REPO = Path(__file__).parent.parent
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# A loaded 2-core CI machine can take over Ray Train's default 60 s to start a worker group: a start that times
+# out counts as a worker failure, uses up the fine-tuning's max_failures and changes what the tests observe.
+os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
 
 
 def pytest_collection_modifyitems(config, items):
