@@ -162,6 +162,14 @@ def _parse(text: str) -> Any:
     return yaml.safe_load(text)
 
 
+def seed_from_store(bench: BenchConfig, run: RunDir, say: Callable[[str], None]) -> None:
+    """The stored stage folders and finished rows' results into a run directory that lacks them (copies only)."""
+    if copied := artifacts.seed_run(bench.dataset, run):
+        say(f"seeded from benchmarks/artifacts/{bench.dataset}: {', '.join(copied)}")
+    if kept := artifacts.seed_results(bench.dataset, run):
+        say(f"seeded {kept} files of finished rows from benchmarks/artifacts/{bench.dataset}/results")
+
+
 def kept_records(bench: BenchConfig, here: Path, run_dir: str, say: Callable[[str], None] = print
                  ) -> dict[str, dict]:
     """The finished rows' records without training (`--report-only`): on a fresh machine the kept results are
@@ -171,10 +179,7 @@ def kept_records(bench: BenchConfig, here: Path, run_dir: str, say: Callable[[st
     from hnl_ray.pipeline import run_pipeline
 
     run = RunDir(run_dir)
-    if copied := artifacts.seed_run(bench.dataset, run):
-        say(f"seeded from benchmarks/artifacts/{bench.dataset}: {', '.join(copied)}")
-    if kept := artifacts.seed_results(bench.dataset, run):
-        say(f"seeded {kept} files of finished rows from benchmarks/artifacts/{bench.dataset}/results")
+    seed_from_store(bench, run, say)
     records = {n: run.read_json(f"bench/rows/{n}.json") for n in table_rows(bench)
                if run.exists("bench/rows", f"{n}.json")}
     if records:
@@ -194,10 +199,7 @@ def run_rows(bench: BenchConfig, here: Path, run_dir: str, only: list[str] | Non
 
     run = RunDir(run_dir)
     cfg = pipeline_config(bench, here, run_dir)
-    if copied := artifacts.seed_run(bench.dataset, run):
-        say(f"seeded from benchmarks/artifacts/{bench.dataset}: {', '.join(copied)}")
-    if kept := artifacts.seed_results(bench.dataset, run):
-        say(f"seeded {kept} files of finished rows from benchmarks/artifacts/{bench.dataset}/results")
+    seed_from_store(bench, run, say)
     for stage in stages if stages is not None else bench.stages:
         run_pipeline(cfg, run, only=stage)
     data = Artifacts(run).cf_data()
