@@ -84,9 +84,16 @@ class RunDir:
 
     # -- atomic writes ------------------------------------------------------------
     def _commit(self, tmp: str, final: str) -> None:
-        if self.fs.get_file_info(final).type == pafs.FileType.File:
+        # pyarrow's move replaces a file of the same type (a rename on local disk), so a reader never finds the
+        # name missing in between (a run lock's heartbeat is read while it is rewritten); only a filesystem that
+        # refuses to overwrite gets the delete first.
+        try:
+            self.fs.move(tmp, final)
+        except OSError:
+            if self.fs.get_file_info(final).type != pafs.FileType.File:
+                raise
             self.fs.delete_file(final)
-        self.fs.move(tmp, final)
+            self.fs.move(tmp, final)
 
     def _tmp(self, final: str) -> str:
         head, _, tail = final.rpartition("/")

@@ -97,3 +97,17 @@ def test_object_store_lease(tmp_path):
         RunLock(run, "b", settle_s=0.05).acquire()
     lock.release()
     assert not run.exists(LOCK)
+
+
+def test_a_heartbeat_never_leaves_the_lock_missing(tmp_path):
+    # the heartbeat rewrites lock.json; were the old file deleted before the new one is moved in, a second command's
+    # exclusive create could win in between, and the holder's own next read would think the lock taken over
+    run = RunDir(str(tmp_path))
+    lock = RunLock(run, "a", heartbeat_s=0.001).acquire()
+    try:
+        missing = sum(not (tmp_path / LOCK).exists() for _ in range(20000))
+        assert missing == 0 and not lock.lost
+        with pytest.raises(RunLocked):
+            RunLock(run, "b").acquire()
+    finally:
+        lock.release()
