@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cfhelpers import random_data
@@ -13,7 +13,7 @@ from hnl_ray.config.cf import ModelConfig, SamplerConfig
 DATA = random_data(n_users=30, n_items=25, per_user=12)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])  # a loaded CI machine
 @given(st.sampled_from(["uniform", "popularity", "dns", "mixgcf"]), st.integers(1, 4), st.integers(0, 10_000))
 def test_samplers_never_return_a_training_positive(name, n_neg, seed):
     rng = np.random.default_rng(seed)

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hnl_ray.data.errors import DataError
@@ -9,7 +9,7 @@ from hnl_ray.data.splits import (TEST, TRAIN, VALID, carve_valid, leave_one_out,
                                  temporal_split)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])  # a loaded CI machine
 @given(st.lists(st.tuples(st.integers(0, 15), st.integers(0, 15)), min_size=1, max_size=300),
        st.integers(1, 5), st.integers(1, 5))
 def test_k_core_reaches_a_fixed_point(pairs, uk, ik):
